@@ -1,0 +1,50 @@
+"""lowering: a compiler-style lowering framework for transposed convolution.
+
+The public API:
+
+- IR: `Graph`, `Node`, `Value`; `parse_ir(text)` and `str(graph)` for the text form.
+- Semantics: `evaluate(graph, inputs)` runs any graph in float64 from the op definitions.
+- Linear operators: `conv_operator(graph, node)` views a Conv / ConvTranspose as a matrix.
+- ONNX: `from_onnx(path_or_model)`, `to_onnx(graph, opset=None)`.
+"""
+
+from . import ops as _ops  # noqa: F401  (registers every op)
+from .backends.onnx import to_onnx
+from .errors import (
+    InputError,
+    LoweringError,
+    ModelLoadError,
+    ParseError,
+    UnsupportedError,
+    VerificationError,
+)
+from .frontends.onnx import from_onnx
+from .geometry import ConvGeometry, ConvTransposeGeometry, node_geometry
+from .ir import Graph, Node, Value
+from .linop import ConvOperator, ConvTransposeOperator, conv_operator
+from .reference import evaluate
+from .text import parse_ir
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvGeometry",
+    "ConvOperator",
+    "ConvTransposeGeometry",
+    "ConvTransposeOperator",
+    "Graph",
+    "InputError",
+    "LoweringError",
+    "ModelLoadError",
+    "Node",
+    "ParseError",
+    "UnsupportedError",
+    "Value",
+    "VerificationError",
+    "conv_operator",
+    "evaluate",
+    "from_onnx",
+    "node_geometry",
+    "parse_ir",
+    "to_onnx",
+]

@@ -1,0 +1,1 @@
+"""Backends: write the IR out to other formats and runtimes."""

@@ -1,0 +1,158 @@
+"""ONNX out: `to_onnx(graph, opset=None) -> onnx.ModelProto`.
+
+Nodes are written in the layout of the target opset by a per-op table of downgrade rules; this
+project's own ops (Flip, InteriorPad, Im2Col) are expanded into standard ONNX ops first, so every
+written model runs in any ONNX runtime. Facts kept from an imported model (producer, metadata,
+opset imports of other domains) are written back unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .. import dtypes
+from ..errors import UnsupportedError
+from ..ir import Graph, Node, Value
+from ..ops import lookup
+
+DEFAULT_OPSET = 18
+MIN_EXPORT_OPSET = 11
+MAX_EXPORT_OPSET = onnx.defs.onnx_opset_version()
+
+# Ops (or op forms) that need at least this opset.
+MIN_OPSET_FOR = {"Col2Im": 18}
+
+
+def _value_info(value: Value) -> onnx.ValueInfoProto:
+    shape = None if value.shape is None else [d if isinstance(d, (int, str)) else None for d in value.shape]
+    return helper.make_tensor_value_info(value.name, dtypes.to_onnx(value.dtype or "float32"), shape)
+
+
+# ----------------------------------------------------------------- per-op layout for older opsets
+# A rule gets (node, input names, attributes, opset, graph) and returns (input names, attributes).
+
+Downgrade = Callable[[Node, list[str], dict[str, Any], int, "_Writer"], tuple[list[str], dict[str, Any]]]
+
+
+def _split_layout(node, names, attrs, opset, writer):
+    if opset < 13 and len(names) > 1 and names[1]:
+        attrs["split"] = [int(v) for v in writer.constant_of(node.inputs[1])]
+        names = names[:1]
+    if opset >= 18 and (len(names) < 2 or not names[1]):
+        attrs["num_outputs"] = len(node.outputs)
+    elif "num_outputs" in attrs and opset < 18:
+        del attrs["num_outputs"]
+    return names, attrs
+
+
+def _pad_layout(node, names, attrs, opset, writer):
+    if opset < 18 and len(names) > 3 and names[3]:
+        raise UnsupportedError(f"{node.label}: the 'axes' input of Pad needs opset >= 18, target is {opset}")
+    return names, attrs
+
+
+def _batchnorm_layout(node, names, attrs, opset, writer):
+    if opset < 14:
+        attrs.pop("training_mode", None)
+    return names, attrs
+
+
+DOWNGRADES: dict[str, Downgrade] = {
+    "Split": _split_layout,
+    "Pad": _pad_layout,
+    "BatchNormalization": _batchnorm_layout,
+}
+
+
+class _Writer:
+    def __init__(self, graph: Graph, opset: int) -> None:
+        self.graph, self.opset = graph, opset
+
+    def constant_of(self, value: Value | None) -> np.ndarray:
+        data = self.graph.constant_value(value)
+        if data is None:
+            raise UnsupportedError(f"value '{value.name if value else '?'}' must be a constant for opset {self.opset}")
+        return data
+
+    def node(self, node: Node) -> onnx.NodeProto:
+        opdef = lookup(node.op)
+        names = ["" if v is None else v.name for v in node.inputs]
+        while names and not names[-1]:
+            names.pop()
+        attrs = dict(node.attrs)
+        needed = MIN_OPSET_FOR.get(node.op, 0)
+        if self.opset < needed:
+            raise UnsupportedError(f"{node.label}: {node.op} needs ONNX opset >= {needed}, target is {self.opset}")
+        if node.op in DOWNGRADES:
+            names, attrs = DOWNGRADES[node.op](node, names, attrs, self.opset, self)
+        onnx_attrs = {}
+        for key, value in attrs.items():
+            kind = opdef.attrs[key].kind if opdef is not None and key in opdef.attrs else None
+            onnx_attrs[key] = numpy_helper.from_array(np.asarray(value)) if kind == "tensor" else value
+        return helper.make_node(
+            node.op,
+            names,
+            [v.name for v in node.outputs],
+            name=node.name or None,
+            domain=node.domain or None,
+            **onnx_attrs,
+        )
+
+
+def _choose_opset(graph: Graph, opset: int | None) -> int:
+    target = opset if opset is not None else max(graph.meta.get("opset", DEFAULT_OPSET), MIN_EXPORT_OPSET)
+    if target < MIN_EXPORT_OPSET:
+        raise UnsupportedError(f"ONNX opset {target} is below {MIN_EXPORT_OPSET}, the lowest this exporter writes")
+    if target > MAX_EXPORT_OPSET:
+        raise UnsupportedError(f"ONNX opset {target} is above {MAX_EXPORT_OPSET}, the highest the installed onnx knows")
+    return target
+
+
+def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
+    """Write `graph` as an ONNX model at `opset` (default: the source model's opset, else 18)."""
+    from .onnx_legalize import legalize_for_onnx
+
+    target = _choose_opset(graph, opset)
+    graph = legalize_for_onnx(graph)
+    writer = _Writer(graph, target)
+    meta = graph.meta
+    listed = [graph.initializers[n] for n in meta.get("initializer_inputs", []) if n in graph.initializers]
+    inputs = [_value_info(v) for v in graph.inputs] + [_value_info(v) for v in listed]
+    outputs = [_value_info(v) for v in graph.outputs]
+    output_ids = {id(v) for v in graph.outputs}
+    value_info = [_value_info(v) for node in graph.nodes for v in node.outputs if id(v) not in output_ids]
+    onnx_graph = helper.make_graph(
+        [writer.node(n) for n in graph.nodes],
+        graph.name,
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(np.asarray(v.const), v.name) for v in graph.initializers.values()],
+        value_info=value_info,
+        doc_string=meta.get("graph_doc_string") or None,
+    )
+    imports = {d: v for d, v in meta.get("opset_imports", {}).items() if d not in ("", "ai.onnx")}
+    imports[""] = target
+    opset_imports = [helper.make_opsetid(d, v) for d, v in sorted(imports.items())]
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=opset_imports,
+        producer_name=meta.get("producer_name") or "lowering",
+        producer_version=meta.get("producer_version") or "",
+    )
+    model.ir_version = max(
+        meta.get("ir_version", 0) if opset is None else 0, helper.find_min_ir_version_for(opset_imports)
+    )
+    if meta.get("model_domain"):
+        model.domain = meta["model_domain"]
+    if meta.get("model_version"):
+        model.model_version = meta["model_version"]
+    if meta.get("doc_string"):
+        model.doc_string = meta["doc_string"]
+    for key, value in meta.get("metadata_props", {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model

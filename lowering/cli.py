@@ -1,0 +1,140 @@
+"""The `lowering` command line: subcommands over the same public API a Python user calls.
+
+Errors the user can fix print one line on stderr and exit 2; a bug in this project exits 1 with one
+line that points at `--debug`, which prints the traceback. Subcommands register themselves in
+`COMMANDS` with the `command` decorator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import LoweringError
+from .ir import Graph
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (and exit 2), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
+    def register(run: Callable[[argparse.Namespace], int | None]):
+        COMMANDS[name] = Command(name, help, configure, run)
+        return run
+
+    return register
+
+
+# ----------------------------------------------------------------- shared argument helpers
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="path of an ONNX model")
+    parser.add_argument("--example", metavar="NAME", help="use a built-in example model instead (dcgan, ...)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of the built-in example (default 1)")
+
+
+def load_graph(args: argparse.Namespace) -> Graph:
+    """The model named on the command line: an ONNX file or a built-in example."""
+    from .examples import example
+    from .frontends.onnx import from_onnx
+
+    if args.example and args.model:
+        raise LoweringError("give either a model path or --example, not both")
+    if args.example:
+        return example(args.example, args.batch)
+    if not args.model:
+        raise LoweringError("no model given: pass an ONNX file or --example NAME")
+    return from_onnx(args.model)
+
+
+# ----------------------------------------------------------------- inspect
+
+
+def _configure_inspect(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser)
+    parser.add_argument("--full", action="store_true", help="print every constant's data")
+
+
+@command("inspect", "print the IR with inferred shapes and each convolution's multiply-adds", _configure_inspect)
+def _inspect(args: argparse.Namespace) -> int:
+    from .geometry import node_geometry
+
+    graph = load_graph(args)
+    graph.verify()
+    print(graph.format(elide_above=None if args.full else 16), end="")
+    convs = [n for n in graph.nodes if n.op in ("Conv", "ConvTranspose")]
+    if convs:
+        print()
+        header = f"{'node':<24} {'op':<14} {'input':<22} {'output':<22} {'multiply-adds':>15}"
+        print(header)
+        print("-" * len(header))
+        total = 0
+        for node in convs:
+            macs = node_geometry(node).useful_macs()
+            total += macs
+            shape_in = "x".join(map(str, node.inputs[0].shape))
+            shape_out = "x".join(map(str, node.outputs[0].shape))
+            print(f"{node.name or node.outputs[0].name:<24} {node.op:<14} {shape_in:<22} {shape_out:<22} {macs:>15,}")
+        print(f"{'total':<24} {'':<14} {'':<22} {'':<22} {total:>15,}")
+    return 0
+
+
+# ----------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lowering", description="Lower ONNX ConvTranspose to other operators, and compare the results."
+    )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for cmd in COMMANDS.values():
+        cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except LoweringError as error:
+        print(f"lowering {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"lowering {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as error:  # a bug in this project, not the user's mistake
+        if args.debug:
+            traceback.print_exc()
+        detail = f"{type(error).__name__}: {error}".splitlines()[0]
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        print(f"lowering {args.command}: internal error: {detail}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR

@@ -1,0 +1,1 @@
+"""Frontends: read models from other formats into the IR."""

@@ -1,0 +1,140 @@
+"""Elementwise ops: broadcasting arithmetic, the activations decoders use, Clip and
+inference-mode BatchNormalization. Each family is one table, so adding an op is one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import Node
+from .registry import Attr, InferContext, TensorType, define
+from .shapes import broadcast
+
+# --------------------------------------------------------------------------- binary, broadcasting
+
+BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+}
+
+
+def _binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    opdef = define(name, inputs=("A", "B"), doc=f"Elementwise {name} with NumPy broadcasting.")
+
+    @opdef.infer
+    def _(ctx: InferContext) -> list[TensorType]:
+        if ctx.dtype(0) != ctx.dtype(1):
+            ctx.fail(f"inputs have different element types {ctx.dtype(0)} and {ctx.dtype(1)}")
+        return [TensorType(broadcast(ctx, [ctx.shape(0), ctx.shape(1)]), ctx.dtype(0))]
+
+    @opdef.reference
+    def _(node: Node, a, b) -> list[np.ndarray]:
+        return [fn(a, b)]
+
+
+for _name, _fn in BINARY.items():
+    _binary(_name, _fn)
+
+
+# --------------------------------------------------------------------------- unary activations
+
+
+def _sigmoid(x: np.ndarray, node: Node) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+UNARY: dict[str, tuple[dict[str, Attr], Callable[[np.ndarray, Node], np.ndarray]]] = {
+    "Relu": ({}, lambda x, node: np.where(x > 0, x, np.zeros_like(x))),
+    "LeakyRelu": (
+        {"alpha": Attr("float", 0.01)},
+        lambda x, node: np.where(x >= 0, x, x * node.attr("alpha")),
+    ),
+    "Sigmoid": ({}, _sigmoid),
+    "Tanh": ({}, lambda x, node: np.tanh(x)),
+}
+
+
+def _unary(name: str, attrs: dict[str, Attr], fn: Callable[[np.ndarray, Node], np.ndarray]) -> None:
+    opdef = define(name, inputs=("X",), attrs=attrs, doc=f"Elementwise {name}.")
+
+    @opdef.infer
+    def _(ctx: InferContext) -> list[TensorType]:
+        if not dtypes.is_float(ctx.dtype(0)):
+            ctx.fail(f"input must be a float tensor, got {ctx.dtype(0)}")
+        return [TensorType(ctx.shape(0), ctx.dtype(0))]
+
+    @opdef.reference
+    def _(node: Node, x) -> list[np.ndarray]:
+        return [fn(x, node)]
+
+
+for _name, (_attrs, _fn) in UNARY.items():
+    _unary(_name, _attrs, _fn)
+
+
+# --------------------------------------------------------------------------- Clip
+
+clip = define("Clip", inputs=("input", "min?", "max?"), doc="Clamp to [min, max] (ONNX opset >= 11 layout).")
+
+
+@clip.infer
+def _(ctx: InferContext) -> list[TensorType]:
+    for index in (1, 2):
+        value = ctx.input(index)
+        if value is not None and value.shape is not None and len(value.shape) != 0:
+            ctx.fail(
+                f"input {index} ({'min' if index == 1 else 'max'}) must be a scalar, got shape {list(value.shape)}"
+            )
+    return [TensorType(ctx.shape(0), ctx.dtype(0))]
+
+
+@clip.reference
+def _(node: Node, x, lo=None, hi=None) -> list[np.ndarray]:
+    if lo is not None:
+        x = np.where(x < lo, lo, x)
+    if hi is not None:
+        x = np.where(x > hi, hi, x)
+    return [x]
+
+
+# --------------------------------------------------------------------------- BatchNormalization
+
+batch_norm = define(
+    "BatchNormalization",
+    inputs=("X", "scale", "B", "input_mean", "input_var"),
+    outputs="*",
+    attrs={
+        "epsilon": Attr("float", 1e-5),
+        "momentum": Attr("float", 0.9, "training only; ignored in inference"),
+        "training_mode": Attr("int", 0, "only 0 (inference) is supported"),
+    },
+    doc="Inference-mode batch normalisation over axis 1.",
+)
+
+
+@batch_norm.infer
+def _(ctx: InferContext) -> list[TensorType]:
+    if ctx.attr("training_mode") != 0:
+        ctx.fail("only inference mode (0) is supported", attr="training_mode")
+    if ctx.num_outputs != 1:
+        ctx.fail(f"inference mode has one output, got {ctx.num_outputs}")
+    shape = ctx.shape(0)
+    if len(shape) < 2:
+        ctx.fail(f"input X must have rank >= 2, got {len(shape)}")
+    for index, what in enumerate(("scale", "B", "input_mean", "input_var"), start=1):
+        if tuple(ctx.shape(index)) != (shape[1],):
+            ctx.fail(f"{what} must have shape [{shape[1]}] (one per channel), got {list(ctx.shape(index))}")
+    return [TensorType(shape, ctx.dtype(0))]
+
+
+@batch_norm.reference
+def _(node: Node, x, scale, bias, mean, var) -> list[np.ndarray]:
+    per_channel = (-1, *([1] * (x.ndim - 2)))
+    inv = scale / np.sqrt(var + node.attr("epsilon"))
+    return [(x - mean.reshape(per_channel)) * inv.reshape(per_channel) + bias.reshape(per_channel)]
