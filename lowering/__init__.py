@@ -5,11 +5,13 @@ The public API:
 - IR: `Graph`, `Node`, `Value`; `parse_ir(text)` and `str(graph)` for the text form.
 - Semantics: `evaluate(graph, inputs)` runs any graph in float64 from the op definitions.
 - Linear operators: `conv_operator(graph, node)` views a Conv / ConvTranspose as a matrix.
+- Lowering: `lower(graph, strategy="auto" | "zero-insertion" | "matrix" | "col2im" | "subpixel")`.
 - ONNX: `from_onnx(path_or_model)`, `to_onnx(graph, opset=None)`.
 """
 
 from . import ops as _ops  # noqa: F401  (registers every op)
 from .backends.onnx import to_onnx
+from .api import lower
 from .errors import (
     InputError,
     LoweringError,
@@ -44,6 +46,7 @@ __all__ = [
     "conv_operator",
     "evaluate",
     "from_onnx",
+    "lower",
     "node_geometry",
     "parse_ir",
     "to_onnx",

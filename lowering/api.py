@@ -1,0 +1,54 @@
+"""`lower(graph, strategy=...)`: the one call that rewrites every ConvTranspose of a graph.
+
+It runs the standard pipeline `canonicalize, <strategy>, fold-constants, dce` on a copy of the
+graph (the caller's graph is never modified), verifying after each pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LoweringError
+from .ir import Graph
+
+
+def strategy_names() -> list[str]:
+    from passes import STRATEGIES
+
+    return list(STRATEGIES)
+
+
+def pipeline_for(strategy: str) -> str:
+    return f"canonicalize,{strategy},fold-constants,dce"
+
+
+def lower(
+    graph: Graph,
+    strategy: str = "auto",
+    *,
+    verify: bool = True,
+    print_after_all: bool = False,
+    pipeline: str | None = None,
+    **options: Any,
+):
+    """Return a copy of `graph` with every ConvTranspose lowered by `strategy`.
+
+    `options` go to every pass of the pipeline that has a field of that name (e.g.
+    `budget_bytes=` for matrix, `form=` for subpixel, `backend=` for auto). `pipeline` replaces
+    the standard pipeline by a comma-separated list of pass names. The returned graph carries the
+    run's notes (auto's explanations) in `graph.meta["lowering_notes"]`.
+    """
+    from passes import STRATEGIES, PassManager, parse_pipeline
+
+    if pipeline is None:
+        if strategy not in STRATEGIES:
+            raise LoweringError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
+        pipeline = pipeline_for(strategy)
+    passes = parse_pipeline(pipeline, options)
+    used = {name for p in passes for name in p.options()}
+    unknown = sorted(set(options) - used)
+    if unknown:
+        raise LoweringError(f"option(s) {', '.join(unknown)} apply to no pass of the pipeline '{pipeline}'")
+    result = PassManager(passes, verify=verify, print_after_all=print_after_all).run(graph.copy())
+    result.graph.meta["lowering_notes"] = result.notes
+    return result.graph

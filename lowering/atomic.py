@@ -1,0 +1,43 @@
+"""Atomic output files: write to a temporary file beside the target, then rename over it.
+
+A refused, crashed or interrupted run therefore never leaves a partial file, and never touches an
+existing file of the same name unless it succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import LoweringError
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Refuse, before any work, an output path that cannot be written or would overwrite an input."""
+    path = Path(output)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise LoweringError(f"output path '{path}' is the input file; choose another name")
+    if path.is_dir():
+        raise LoweringError(f"output path '{path}' is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LoweringError(f"cannot write '{path}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LoweringError(f"cannot write '{path}': directory '{parent}' is not writable")
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

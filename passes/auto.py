@@ -1,0 +1,102 @@
+"""`auto`: lower each ConvTranspose with the strategy the static cost model expects to be fastest.
+
+For every node it asks each candidate strategy for its `Cost` (strategies that would decline,
+e.g. `matrix` above its budget, drop out), estimates seconds for the target backend with
+`cost_model.estimate_seconds`, and rewrites with the cheapest. It always lowers: the result never
+contains a ConvTranspose. `decisions` keeps, per node, every candidate's figures, which is what
+`--explain` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lowering.errors import LoweringError
+from lowering.geometry import ConvTransposeGeometry, node_geometry
+from lowering.ir import Graph, Node
+
+from .base import PassResult, register_pass
+from .cost_model import estimate_seconds
+from .matrix import DEFAULT_BUDGET
+from .strategy import STRATEGIES, Cost, Declined, LoweringStrategy
+
+BACKENDS = ("onnx", "torch", "numpy")
+AUTO_MATRIX_BUDGET = 4 << 20  # an explicit F^T is only worth it when tiny
+
+
+@dataclass
+class Decision:
+    node: str
+    chosen: str
+    candidates: list[tuple[Cost, float]]  # (cost, estimated seconds), cheapest first
+    declined: dict[str, str]
+
+    def explain(self) -> str:
+        lines = [f"{self.node}: {self.chosen}"]
+        for cost, seconds in self.candidates:
+            mark = "*" if cost.strategy == self.chosen else " "
+            lines.append(
+                f"  {mark} {cost.strategy:<15} est {seconds * 1e3:9.3f} ms  useful {cost.useful_macs:>14,} MACs  "
+                f"executed {cost.executed_macs:>14,}  largest intermediate {cost.largest_intermediate_bytes:>12,} B  "
+                f"weights {cost.weight_bytes:>11,} B  {cost.detail}"
+            )
+        for strategy, reason in self.declined.items():
+            lines.append(f"    {strategy:<15} declined: {reason}")
+        return "\n".join(lines)
+
+
+def candidate_strategies(budget_bytes: int) -> dict[str, LoweringStrategy]:
+    """An instance of every registered strategy except auto itself, `matrix` with a small budget."""
+    from .matrix import MatrixLowering
+
+    out: dict[str, LoweringStrategy] = {}
+    for name, cls in STRATEGIES.items():
+        if name == "auto":
+            continue
+        out[name] = MatrixLowering(budget_bytes=budget_bytes) if cls is MatrixLowering else cls()
+    return out
+
+
+@register_pass
+@dataclass
+class AutoLowering(LoweringStrategy):
+    name = "auto"
+    summary = "per node, the strategy the static cost model expects to be fastest on the target backend"
+    backend: str = "onnx"
+    matrix_budget: int = AUTO_MATRIX_BUDGET
+    decisions: list[Decision] = field(default_factory=list, repr=False)
+
+    def decide(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> tuple[LoweringStrategy, Decision]:
+        if self.backend not in BACKENDS:
+            raise LoweringError(f"auto: backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
+        strategies = candidate_strategies(min(self.matrix_budget, DEFAULT_BUDGET))
+        scored: list[tuple[Cost, float]] = []
+        declined: dict[str, str] = {}
+        for name, strategy in strategies.items():
+            try:
+                strategy.check(graph, node, geometry)
+            except Declined as why:
+                declined[name] = str(why).split(": ", 1)[-1]
+                continue
+            cost = strategy.cost(graph, node, geometry)
+            scored.append((cost, estimate_seconds(cost, self.backend)))
+        if not scored:
+            raise LoweringError(f"{node.label}: no strategy can lower this node ({declined})")
+        scored.sort(key=lambda item: item[1])
+        chosen = scored[0][0].strategy
+        return strategies[chosen], Decision(node.name or node.outputs[0].name, chosen, scored, declined)
+
+    def run(self, graph: Graph) -> PassResult:
+        notes = []
+        nodes = graph.nodes_of("ConvTranspose")
+        for node in nodes:
+            geometry = node_geometry(node)
+            assert isinstance(geometry, ConvTransposeGeometry)
+            strategy, decision = self.decide(graph, node, geometry)
+            self.decisions.append(decision)
+            notes.append(decision.explain())
+            strategy.lower_node(graph, node)
+        return PassResult(graph, bool(nodes), notes)
+
+
+STRATEGIES["auto"] = AutoLowering

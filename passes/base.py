@@ -1,0 +1,128 @@
+"""Pass infrastructure: `Pass`, `PassResult`, the registry and the `PassManager`.
+
+A pass is a dataclass whose fields are its options (so the CLI and `get_pass(name, **options)`
+get them for free), with a short kebab-case `name`. `run(graph)` rewrites the graph in place and
+says whether it changed anything; a rewrite that declines leaves the node as it was and records
+why in `PassResult.notes`. The manager verifies the graph after every pass, so a broken invariant
+is reported by the pass that broke it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TextIO
+
+from lowering.errors import LoweringError, VerificationError
+from lowering.ir import Graph
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    modified: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class Pass:
+    """Base class of every pass. Subclasses are dataclasses; their fields are the pass options."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def run(self, graph: Graph) -> PassResult:
+        raise NotImplementedError
+
+    @classmethod
+    def options(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+
+    def __str__(self) -> str:
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options())
+        return f"{self.name}({opts})" if opts else self.name
+
+
+PASSES: dict[str, type[Pass]] = {}
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a pass available by its name (to `get_pass`, pipelines and the CLI)."""
+    if not cls.name or cls.name != cls.name.lower() or " " in cls.name:
+        raise ValueError(f"pass {cls.__name__} needs a short kebab-case name, got {cls.name!r}")
+    if cls.name in PASSES and PASSES[cls.name] is not cls:
+        raise ValueError(f"a pass named {cls.name!r} is already registered ({PASSES[cls.name].__name__})")
+    PASSES[cls.name] = cls
+    return cls
+
+
+def get_pass(name: str, **options: Any) -> Pass:
+    """An instance of the registered pass `name`; options it does not have are refused by name."""
+    if name not in PASSES:
+        raise LoweringError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+    cls = PASSES[name]
+    fields = cls.options()
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise LoweringError(f"pass '{name}' has no option {', '.join(unknown)} (options: {known})")
+    return cls(**options)
+
+
+def parse_pipeline(text: str, options: dict[str, Any] | None = None) -> list[Pass]:
+    """`"canonicalize,zero-insertion,dce"` -> passes; `options` go to every pass that has them."""
+    options = options or {}
+    passes = []
+    for name in (part.strip() for part in text.split(",")):
+        if not name:
+            continue
+        if name not in PASSES:
+            raise LoweringError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+        fields = PASSES[name].options()
+        passes.append(get_pass(name, **{k: v for k, v in options.items() if k in fields}))
+    return passes
+
+
+class PassManager:
+    """Runs passes in order, verifying after each one (unless `verify=False`).
+
+    With `print_after_all`, the IR after each pass is written to `stream`; `on_pass` is called with
+    each pass and its result (progress reporting, timing).
+    """
+
+    def __init__(
+        self,
+        passes: Iterable[Pass],
+        *,
+        verify: bool = True,
+        print_after_all: bool = False,
+        stream: TextIO | None = None,
+        on_pass: Callable[[Pass, PassResult], None] | None = None,
+    ) -> None:
+        self.passes = list(passes)
+        self.verify = verify
+        self.print_after_all = print_after_all
+        self.stream = stream
+        self.on_pass = on_pass
+
+    def run(self, graph: Graph) -> PassResult:
+        modified = False
+        notes: list[str] = []
+        for p in self.passes:
+            result = p.run(graph)
+            graph = result.graph
+            modified |= result.modified
+            notes.extend(result.notes)
+            if self.verify:
+                try:
+                    graph.verify()
+                except VerificationError as error:
+                    raise VerificationError(f"after pass '{p.name}': {error}") from None
+            if self.print_after_all:
+                stream = self.stream or sys.stderr
+                print(f"// ----- IR after {p}{'' if result.modified else ' (unchanged)'}", file=stream)
+                print(graph.format(), file=stream, end="")
+            if self.on_pass is not None:
+                self.on_pass(p, result)
+        return PassResult(graph, modified, notes)
