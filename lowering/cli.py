@@ -138,3 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if args.debug else " (run with --debug for the traceback)"
         print(f"lowering {args.command}: internal error: {detail}{hint}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+# Subcommands defined in their own modules register on import.
+from . import cli_lower  # noqa: E402, F401  isort: skip
