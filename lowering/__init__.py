@@ -10,8 +10,9 @@ The public API:
 """
 
 from . import ops as _ops  # noqa: F401  (registers every op)
-from .backends.onnx import to_onnx
 from .api import lower
+from .backends.onnx import to_onnx
+from .compile import compile
 from .errors import (
     InputError,
     LoweringError,
@@ -43,6 +44,7 @@ __all__ = [
     "UnsupportedError",
     "Value",
     "VerificationError",
+    "compile",
     "conv_operator",
     "evaluate",
     "from_onnx",
