@@ -141,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Subcommands defined in their own modules register on import.
-from . import cli_lower  # noqa: E402, F401  isort: skip
+from . import cli_bench, cli_lower, cli_run  # noqa: E402, F401  isort: skip

@@ -1,0 +1,334 @@
+"""`lowering compare` and `lowering bench`: strategies x backends x devices against native kernels.
+
+Both write the same outputs: a rich table in the terminal, and on request `--json`, `--csv` and
+`--plot` (matplotlib: median time per variant, native kernels marked). Timing discipline lives in
+`lowering.measure`; this module only chooses what to measure and how to show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from typing import Any
+
+from .cli import add_model_argument, command, load_graph
+from .errors import LoweringError
+from .measure import (
+    NATIVE,
+    LayerResult,
+    machine_facts,
+    measure_layer,
+    measured_peak_gflops,
+    result_to_json,
+    thread_settings,
+)
+
+DEFAULT_BACKENDS = ("torch", "onnx", "numpy")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategies", help="comma-separated strategies (default: all)")
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="comma-separated (default: all)")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cpu, and cuda if present"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    parser.add_argument("--time", type=float, default=2.0, help="seconds of timed rounds per layer (default 2)")
+    parser.add_argument("--min-rounds", type=int, default=5, help="fewest timed rounds per variant (default 5)")
+    parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
+    parser.add_argument("--csv", metavar="FILE", help="write one row per layer and variant")
+    parser.add_argument("--plot", metavar="FILE.png", help="plot median time per variant, natives marked")
+
+
+def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
+    from .api import strategy_names
+    from .backends.registry import cuda_available
+
+    known = strategy_names()
+    strategies = args.strategies.split(",") if args.strategies else known
+    for name in strategies:
+        if name not in known:
+            raise LoweringError(f"unknown strategy '{name}' (known: {', '.join(known)})")
+    backends = args.backends.split(",")
+    for name in backends:
+        if name not in DEFAULT_BACKENDS:
+            raise LoweringError(f"unknown backend '{name}' (known: {', '.join(DEFAULT_BACKENDS)})")
+    if args.device == "auto":
+        devices = ["cpu", "cuda"] if cuda_available() else ["cpu"]
+    elif args.device == "cuda" and not cuda_available():
+        raise LoweringError("device 'cuda' was asked for but no CUDA device is available")
+    else:
+        devices = [args.device]
+    return strategies, backends, devices
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from .atomic import check_output_path
+
+    for path in (args.json, args.csv, args.plot):
+        if path:
+            check_output_path(path)
+
+
+def _header(args: argparse.Namespace) -> dict[str, Any]:
+    threads = thread_settings(args.threads)
+    peak = measured_peak_gflops(args.threads)
+    blas = ", ".join(f"{b['internal_api']} {b.get('architecture') or ''} x{b['num_threads']}" for b in threads["blas"])
+    coretype = threads["OPENBLAS_CORETYPE"]
+    print(
+        f"threads: torch {threads['torch']}, onnxruntime {threads['onnxruntime']}, BLAS {blas or 'unknown'}"
+        f" (OPENBLAS_CORETYPE={coretype if coretype else 'unset'}); measured peak {peak['peak']:.0f} GFLOP/s "
+        f"(numpy matmul {peak['numpy_matmul']:.0f}, torch 1x1 conv {peak['torch_conv1x1']:.0f})",
+        file=sys.stderr,
+    )
+    return {"machine": machine_facts(), "threads": threads, "peak_gflops": peak}
+
+
+def _fmt_time(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1e3:.3f}" if seconds < 1 else f"{seconds * 1e3:.0f}"
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def render(results: list[LayerResult], peak: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    for result in results:
+        table = Table(
+            title=f"{result.name} [{result.spec}]  {result.useful_macs / 1e9:.3f} GMAC useful"
+            + (f"  auto picks: {result.auto_choice}" if result.auto_choice else ""),
+            title_justify="left",
+        )
+        for column in (
+            "variant",
+            "median ms",
+            "min-max ms",
+            "IQR ms",
+            "vs torch",
+            "vs ORT",
+            "GFLOP/s",
+            "% peak",
+            "peak extra MiB",
+            "max rel err",
+        ):
+            table.add_column(column, justify="left" if column == "variant" else "right")
+        ordered = sorted(result.measurements, key=lambda m: (m.status != "ok", m.median_s if m.status == "ok" else 0))
+        for m in ordered:
+            if m.status != "ok":
+                table.add_row(m.label, f"[dim]{m.status[:90]}[/dim]", *[""] * 8)
+                continue
+            style = "bold" if m.strategy == NATIVE else ""
+            memory = "-" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / 2**20:.1f}"
+            table.add_row(
+                f"[{style}]{m.label}[/{style}]" if style else m.label,
+                _fmt_time(m.median_s),
+                f"{_fmt_time(m.min_s)}-{_fmt_time(m.max_s)}",
+                f"{(m.q3_s - m.q1_s) * 1e3:.3f}",
+                _ratio(m.vs_torch_native),
+                _ratio(m.vs_onnx_native),
+                f"{m.gflops:.1f}",
+                f"{100 * m.peak_fraction:.1f}",
+                memory,
+                f"{m.max_rel_error:.1e}",
+            )
+        console.print(table)
+
+
+def write_outputs(args: argparse.Namespace, header: dict[str, Any], results: list[LayerResult]) -> None:
+    from .atomic import write_bytes_atomic
+
+    if args.json:
+        payload = {
+            **header,
+            "command": " ".join(["lowering", *sys.argv[1:]]),
+            "layers": [result_to_json(r) for r in results],
+        }
+        write_bytes_atomic(args.json, json.dumps(payload, indent=1, default=str).encode())
+    if args.csv:
+        buffer = io.StringIO()
+        rows = [
+            {"layer": r.name, "spec": r.spec, "useful_macs": r.useful_macs, **m}
+            for r in results
+            for m in result_to_json(r)["measurements"]
+        ]
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["layer"])
+        writer.writeheader()
+        writer.writerows(rows)
+        write_bytes_atomic(args.csv, buffer.getvalue().encode())
+    if args.plot:
+        write_bytes_atomic(args.plot, plot_png(results))
+
+
+def plot_png(results: list[LayerResult]) -> bytes:
+    """One panel per layer: horizontal bars of median time per variant, native kernels as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = len(results)
+    heights = [max(2.0, 0.28 * sum(m.status == "ok" for m in r.measurements) + 1.0) for r in results]
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(9, sum(heights)), gridspec_kw={"height_ratios": heights}, squeeze=False
+    )
+    for ax, result in zip(axes[:, 0], results, strict=True):
+        ok = sorted((m for m in result.measurements if m.status == "ok"), key=lambda m: -m.median_s)
+        labels = [m.label for m in ok]
+        values = [m.median_s * 1e3 for m in ok]
+        errors = [[(m.median_s - m.q1_s) * 1e3 for m in ok], [(m.q3_s - m.median_s) * 1e3 for m in ok]]
+        colours = ["#888888" if m.strategy == NATIVE else "#3b75af" for m in ok]
+        ax.barh(labels, values, xerr=errors, color=colours)
+        for native in (m for m in ok if m.strategy == NATIVE):
+            style = "--" if native.backend == "torch" else ":"
+            ax.axvline(native.median_s * 1e3, color="#c44e52", linestyle=style, label=f"native {native.backend}")
+        ax.set_title(f"{result.name}: {result.spec}", fontsize=9, loc="left")
+        ax.set_xlabel("median ms (bars: IQR)")
+        ax.set_xscale("log")
+        ax.tick_params(axis="y", labelsize=7)
+        if any(m.strategy == NATIVE for m in ok):
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------- compare
+
+
+def _configure_compare(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser)
+    parser.add_argument("--layer", help='a single ConvTranspose, e.g. "N=1 C=256 M=128 in=8x8 k=4 s=2 p=1"')
+    _common(parser)
+
+
+@command("compare", "time every strategy x backend against the native ConvTranspose kernels", _configure_compare)
+def _compare(args: argparse.Namespace) -> int:
+    from .layers import parse_layer
+
+    strategies, backends, devices = _selection(args)
+    _check_outputs(args)
+    if args.layer and (args.model or args.example):
+        raise LoweringError("give either --layer or a model, not both")
+    graph = parse_layer(args.layer) if args.layer else load_graph(args)
+    spec = args.layer or args.model or f"example {args.example}"
+    header = _header(args)
+    result = measure_layer(
+        graph.name,
+        spec,
+        graph,
+        strategies=strategies,
+        backends=backends,
+        devices=devices,
+        threads=args.threads,
+        peak_gflops=header["peak_gflops"]["peak"],
+        budget_s=args.time,
+        min_rounds=args.min_rounds,
+    )
+    render([result], header["peak_gflops"]["peak"])
+    write_outputs(args, header, [result])
+    return 0
+
+
+# ----------------------------------------------------------------- bench
+
+
+def _configure_bench(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--quick", action="store_true", help="a small subset of the suite, at batch 1 (for CI)")
+    parser.add_argument("--layers", help="comma-separated suite layer names (default: all)")
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+
+
+@command("bench", "time the built-in suite of real ConvTranspose layers", _configure_bench)
+def _bench(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from .layers import QUICK, SUITE
+
+    strategies, backends, devices = _selection(args)
+    _check_outputs(args)
+    names = args.layers.split(",") if args.layers else (list(QUICK) if args.quick else [layer.name for layer in SUITE])
+    known = {layer.name: layer for layer in SUITE}
+    for name in names:
+        if name not in known:
+            raise LoweringError(f"unknown suite layer '{name}' (known: {', '.join(known)})")
+    batches = [1] if args.quick and args.batches == "1,8" else [int(b) for b in args.batches.split(",")]
+    header = _header(args)
+    results: list[LayerResult] = []
+    jobs = [(known[name], batch) for name in names for batch in batches]
+    with Progress(transient=True) as progress:
+        task = progress.add_task("bench", total=len(jobs))
+        for layer, batch in jobs:
+            label = f"{layer.name}-b{batch}"
+            progress.update(task, description=label)
+            results.append(
+                measure_layer(
+                    label,
+                    f"N={batch} {layer.spec}",
+                    layer.graph(batch),
+                    strategies=strategies,
+                    backends=backends,
+                    devices=devices,
+                    threads=args.threads,
+                    peak_gflops=header["peak_gflops"]["peak"],
+                    budget_s=args.time,
+                    min_rounds=args.min_rounds,
+                    progress=lambda text, lbl=label: progress.update(task, description=text),
+                )
+            )
+            progress.advance(task)
+    render(results, header["peak_gflops"]["peak"])
+    summarize(results)
+    write_outputs(args, header, results)
+    return 0
+
+
+def summarize(results: list[LayerResult]) -> None:
+    """Per layer: auto's ratio to each native kernel, and whether the static model picked the measured best."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="auto against the native kernels (ratios of medians; < 1 is faster)", title_justify="left")
+    for column in (
+        "layer",
+        "auto/torch vs torch",
+        "auto/onnx vs ORT",
+        "best auto vs best native",
+        "static pick = best?",
+    ):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for r in results:
+        by = {(m.strategy, m.backend): m for m in r.measurements if m.status == "ok" and m.device == "cpu"}
+        torch_auto, onnx_auto = by.get(("auto", "torch")), by.get(("auto", "onnx"))
+        natives = [m.median_s for (s, _), m in by.items() if s == NATIVE]
+        autos = [m.median_s for (s, _), m in by.items() if s == "auto"]
+        picks = []
+        for backend in ("torch", "onnx", "numpy"):
+            best = r.best(backend)
+            chosen = by.get(("auto", backend))
+            if best is None or chosen is None:
+                continue
+            ok = chosen.median_s <= 1.1 * min(
+                m.median_s for (s, b), m in by.items() if b == backend and s not in (NATIVE, "auto")
+            )
+            picks.append(f"{backend}:{'yes' if ok else 'no'}")
+        table.add_row(
+            r.name,
+            _ratio(torch_auto.vs_torch_native) if torch_auto else "-",
+            _ratio(onnx_auto.vs_onnx_native) if onnx_auto else "-",
+            _ratio(min(autos) / min(natives)) if autos and natives else "-",
+            " ".join(picks),
+        )
+    Console(width=200).print(table)

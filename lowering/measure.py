@@ -1,0 +1,381 @@
+"""Side-by-side timing of lowered variants against the native kernels, measured the careful way.
+
+Every variant of a layer (strategy x backend x device, plus PyTorch's and onnxruntime's own
+ConvTranspose) is compiled first, checked once against the float64 reference, warmed up, and then
+timed in rounds: each round calls every variant once, in a shuffled order, so slow drifts of the
+machine (frequency, other load) hit all variants alike. Medians and spreads come from those rounds.
+Thread counts are fixed for every runtime and reported. Peak extra memory is the process's
+resident-set high-water mark above its level before the call (Linux `clear_refs`), measured on one
+call per variant before the timing starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LoweringError
+from .ir import Graph
+
+NATIVE = "native"
+
+
+@dataclass
+class Measurement:
+    """One variant's figures on one layer."""
+
+    strategy: str
+    backend: str
+    device: str
+    median_s: float = float("nan")
+    min_s: float = float("nan")
+    max_s: float = float("nan")
+    q1_s: float = float("nan")
+    q3_s: float = float("nan")
+    runs: int = 0
+    gflops: float = float("nan")
+    peak_fraction: float = float("nan")
+    vs_torch_native: float = float("nan")
+    vs_onnx_native: float = float("nan")
+    peak_extra_bytes: int | None = None
+    max_abs_error: float = float("nan")
+    max_rel_error: float = float("nan")
+    status: str = "ok"  # ok, declined: ..., failed: ...
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy}/{self.backend}" + ("" if self.device == "cpu" else f"/{self.device}")
+
+
+@dataclass
+class LayerResult:
+    name: str
+    spec: str
+    useful_macs: int
+    input_shape: list
+    output_shape: list
+    measurements: list[Measurement] = field(default_factory=list)
+    auto_choice: dict[str, str] = field(default_factory=dict)  # backend -> strategy auto picked
+
+    def best(self, backend: str | None = None, exclude_native: bool = True) -> Measurement | None:
+        ok = [
+            m
+            for m in self.measurements
+            if m.status == "ok"
+            and (backend is None or m.backend == backend)
+            and not (exclude_native and m.strategy == NATIVE)
+        ]
+        return min(ok, key=lambda m: m.median_s, default=None)
+
+
+# ----------------------------------------------------------------- machine facts
+
+
+def thread_settings(threads: int) -> dict[str, Any]:
+    """Fix every runtime's thread count to `threads`; return what each now uses."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    blas = [
+        {k: info.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+    return {
+        "torch": torch.get_num_threads(),
+        "onnxruntime": threads,
+        "blas": blas,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lowering"
+
+
+def measured_peak_gflops(threads: int, refresh: bool = False) -> dict[str, float]:
+    """The machine's float32 peak, as the best of a large NumPy matmul and a large torch 1x1 conv
+    in channels-last; measured once per machine, thread count and library versions, then cached."""
+    import torch
+
+    facts = machine_facts()
+    key = json.dumps([facts["cpu"], threads, facts["numpy"], facts["torch"], os.environ.get("OPENBLAS_CORETYPE")])
+    path = _cache_dir() / "peak.json"
+    cache: dict[str, Any] = {}
+    if path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    if not refresh and key in cache:
+        return cache[key]
+
+    def best_rate(fn: Callable[[], object], flops: float, repeats: int = 7) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return flops / min(times) / 1e9
+
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    numpy_rate = best_rate(lambda: a @ a, 2 * n**3)
+    x = torch.randn(8, 512, 32, 32).to(memory_format=torch.channels_last)
+    w = torch.randn(512, 512, 1, 1).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        conv_rate = best_rate(lambda: torch.nn.functional.conv2d(x, w), 2 * 8 * 512 * 512 * 32 * 32)
+    result = {"numpy_matmul": numpy_rate, "torch_conv1x1": conv_rate, "peak": max(numpy_rate, conv_rate)}
+    cache[key] = result
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache, indent=1))
+    except OSError:
+        pass
+    return result
+
+
+# ----------------------------------------------------------------- memory
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_extra_bytes(call: Callable[[], object]) -> int | None:
+    """Resident-set high-water mark during `call` above the level before it (Linux only)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        call()
+        return None
+    before = _status_kib("VmRSS")
+    call()
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(0, peak - before) * 1024
+
+
+# ----------------------------------------------------------------- variants
+
+
+@dataclass
+class Variant:
+    measurement: Measurement
+    call: Callable[[], object] | None  # a ready-to-time call with inputs already in place
+    outputs: Callable[[], dict[str, np.ndarray]] | None = None
+
+
+def _timed_call(compiled, inputs: dict[str, np.ndarray]) -> tuple[Callable[[], object], Callable[[], dict]]:
+    """The cheapest call that runs the compiled graph (no per-call input checks or conversions)."""
+    if compiled.backend == "torch" and "module" in compiled.artifacts:
+        import torch
+
+        module = compiled.artifacts["module"]
+        device = compiled.device
+        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[v.name])).to(device) for v in compiled.graph.inputs]
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+        def call() -> object:
+            with torch.inference_mode():
+                out = module(*tensors)
+            sync()
+            return out
+
+        return call, lambda: compiled(inputs)
+    if compiled.backend == "onnx" and "session" in compiled.artifacts:
+        session = compiled.artifacts["session"]
+        names = [v.name for v in compiled.graph.outputs]
+        feeds = {v.name: np.ascontiguousarray(inputs[v.name], dtype=v.dtype) for v in compiled.graph.inputs}
+        return (lambda: session.run(names, feeds)), lambda: compiled(inputs)
+    return (lambda: compiled.run(inputs)), lambda: compiled(inputs)
+
+
+def build_variants(
+    graph: Graph,
+    inputs: dict[str, np.ndarray],
+    strategies: list[str],
+    backends: list[str],
+    devices: list[str],
+    threads: int,
+) -> tuple[list[Variant], dict[str, str]]:
+    from .api import lower
+    from .compile import compile
+
+    variants: list[Variant] = []
+    auto_choice: dict[str, str] = {}
+    natives = [(NATIVE, b) for b in ("torch", "onnx") if b in backends]
+    plan = natives + [(s, b) for s in strategies for b in backends]
+    for device in devices:
+        for strategy, backend in plan:
+            m = Measurement(strategy, backend, device)
+            try:
+                if strategy == NATIVE:
+                    candidate = graph
+                else:
+                    options = {"backend": backend} if strategy == "auto" else {}
+                    candidate = lower(graph, strategy, **options)
+                    if strategy == "auto":
+                        notes = candidate.meta.get("lowering_notes") or []
+                        auto_choice[backend] = ", ".join(n.splitlines()[0].split(": ", 1)[-1] for n in notes)
+                options = {"threads": threads} if backend == "onnx" else {}
+                compiled = compile(candidate, backend, device, **options)
+            except LoweringError as error:
+                m.status = f"declined: {error}"
+                variants.append(Variant(m, None))
+                continue
+            call, outputs = _timed_call(compiled, inputs)
+            variants.append(Variant(m, call, outputs))
+    return variants, auto_choice
+
+
+def _quantiles(times: list[float]) -> tuple[float, float]:
+    if len(times) < 4:
+        return min(times), max(times)
+    q = statistics.quantiles(times, n=4)
+    return q[0], q[2]
+
+
+def measure_layer(
+    name: str,
+    spec: str,
+    graph: Graph,
+    *,
+    strategies: list[str],
+    backends: list[str],
+    devices: list[str],
+    threads: int,
+    peak_gflops: float,
+    budget_s: float = 2.0,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+    warmup_s: float = 0.2,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> LayerResult:
+    """Compile, check and time every variant of one single-ConvTranspose (or any) graph."""
+    from .geometry import node_geometry
+    from .reference import evaluate
+
+    rng = np.random.default_rng(seed)
+    inputs = {
+        v.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in v.shape]).astype(v.dtype)
+        for v in graph.inputs
+    }
+    macs = sum(node_geometry(n).useful_macs() for n in graph.nodes if n.op in ("ConvTranspose", "Conv"))
+    result = LayerResult(name, spec, macs, list(graph.inputs[0].shape), list(graph.outputs[0].shape))
+    reference = evaluate(graph, inputs)
+    variants, result.auto_choice = build_variants(graph, inputs, strategies, backends, devices, threads)
+    live = [v for v in variants if v.call is not None]
+
+    from .cli_run import relative_error
+
+    for v in live:
+        if progress:
+            progress(f"{name}: checking {v.measurement.label}")
+        try:
+            outputs = v.outputs()  # type: ignore[misc]
+            worst = [relative_error(outputs[k], ref) for k, ref in reference.items()]
+            v.measurement.max_abs_error = max(w[0] for w in worst)
+            v.measurement.max_rel_error = max(w[1] for w in worst)
+            v.measurement.peak_extra_bytes = peak_extra_bytes(v.call)  # type: ignore[arg-type]
+        except Exception as error:  # a runtime refusing a configuration is a result, not a crash
+            v.measurement.status = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    live = [v for v in live if v.measurement.status == "ok"]
+
+    single: dict[int, float] = {}
+    for v in live:  # warm-up, and a first estimate of each call's time
+        start = time.perf_counter()
+        calls = 0
+        while calls < 3 or time.perf_counter() - start < warmup_s:
+            t0 = time.perf_counter()
+            v.call()  # type: ignore[misc]
+            single[id(v)] = time.perf_counter() - t0
+            calls += 1
+            if time.perf_counter() - start > 10 * warmup_s and calls >= 1:
+                break
+    round_time = sum(single.values()) or 1e-6
+    rounds = int(min(max_rounds, max(min_rounds, budget_s / round_time)))
+    times: dict[int, list[float]] = {id(v): [] for v in live}
+    order = list(live)
+    shuffler = random.Random(seed)
+    for index in range(rounds):
+        if progress and index % max(1, rounds // 10) == 0:
+            progress(f"{name}: round {index + 1}/{rounds}")
+        shuffler.shuffle(order)
+        for v in order:
+            t0 = time.perf_counter()
+            v.call()  # type: ignore[misc]
+            times[id(v)].append(time.perf_counter() - t0)
+
+    for v in live:
+        samples = times[id(v)]
+        m = v.measurement
+        m.runs = len(samples)
+        m.median_s = statistics.median(samples)
+        m.min_s, m.max_s = min(samples), max(samples)
+        m.q1_s, m.q3_s = _quantiles(samples)
+        m.gflops = 2 * macs / m.median_s / 1e9
+        m.peak_fraction = m.gflops / peak_gflops if peak_gflops else float("nan")
+    natives = {
+        m.backend: m.median_s for m in (v.measurement for v in live) if m.strategy == NATIVE and m.device == "cpu"
+    }
+    for v in variants:
+        m = v.measurement
+        if m.status == "ok":
+            m.vs_torch_native = m.median_s / natives["torch"] if "torch" in natives else float("nan")
+            m.vs_onnx_native = m.median_s / natives["onnx"] if "onnx" in natives else float("nan")
+    result.measurements = [v.measurement for v in variants]
+    return result
+
+
+def result_to_json(result: LayerResult) -> dict[str, Any]:
+    data = asdict(result)
+    for m, raw in zip(result.measurements, data["measurements"], strict=True):
+        raw["label"] = m.label
+    return data
