@@ -242,6 +242,8 @@ def _common_checks(
     auto_pad = attrs.get("auto_pad")
     if auto_pad not in AUTO_PADS:
         fail(f"must be one of {', '.join(AUTO_PADS)}, got '{auto_pad}'", attr="auto_pad")
+    if auto_pad != "NOTSET" and attrs.has("pads") and any(attrs.get("pads") or []):
+        fail(f"explicit pads {list(attrs.get('pads'))} cannot be combined with auto_pad '{auto_pad}'", attr="pads")
     if rank != len(kernel):
         fail(f"weight W has {len(kernel)} spatial axes but input X has {rank}")
     return channels, group, in_spatial, kernel, strides, dilations, auto_pad
@@ -291,6 +293,10 @@ def conv_transpose_geometry(
     if has("output_shape") and get("output_shape") is not None:
         given = tuple(get("output_shape"))
         if len(given) == rank + 2:  # some exporters include N and C
+            for axis, (want, got) in enumerate(zip((x_shape[0], out_channels), given[:2], strict=True)):
+                if isinstance(want, int) and want != got:
+                    what = ("batch", "output channels")[axis]
+                    fail(f"includes {what} {got} but the node's {what} is {want}", attr="output_shape", axis=axis)
             given = given[2:]
         if len(given) != rank:
             fail(f"has {len(given)} values, expected {rank} (spatial axes only)", attr="output_shape")

@@ -223,11 +223,16 @@ class Graph:
         for value in node.inputs:
             if value is not None and value._graph is not self:
                 raise VerificationError(f"{node.label}: input '{value.name}' does not belong to graph '{self.name}'")
-        names = (
-            [self.fresh_name(name or f"{op.lower()}_out") for _ in range(outputs)]
-            if isinstance(outputs, int)
-            else list(outputs)
-        )
+        if isinstance(outputs, int):
+            base = name or f"{op.lower()}_out"
+            names: list[str] = []
+            for index in range(outputs):  # fresh, and distinct from each other before any is claimed
+                candidate = self.fresh_name(base if index == 0 else f"{base}_{index}")
+                while candidate in names:
+                    candidate = self.fresh_name(f"{candidate}_{index}")
+                names.append(candidate)
+        else:
+            names = list(outputs)
         types = list(output_types) if output_types is not None else infer_node(node, len(names))
         if len(types) != len(names):
             raise VerificationError(f"{node.label}: expected {len(types)} outputs, got {len(names)} names")

@@ -11,7 +11,7 @@ from .ir import Graph, Value
 
 
 def verify_graph(graph: Graph) -> None:
-    from .ops import infer_node, lookup
+    from .ops import infer_node, lookup, normalize_attrs
 
     def fail(message: str) -> None:
         raise VerificationError(f"graph '{graph.name}': {message}")
@@ -69,6 +69,8 @@ def verify_graph(graph: Graph) -> None:
     for node in graph.nodes:
         if lookup(node.op) is None:
             continue  # opaque node: carried through, its types come from its source
+        if normalize_attrs(node, node.attrs) != node.attrs:
+            raise VerificationError(f"{node.label}: attributes were edited into a form the op schema does not accept")
         inferred = infer_node(node, len(node.outputs))
         for value, (shape, dtype) in zip(node.outputs, inferred, strict=True):
             if value.shape != shape or value.dtype != dtype:

@@ -50,7 +50,8 @@ def _sigmoid(x: np.ndarray, node: Node) -> np.ndarray:
 
 
 UNARY: dict[str, tuple[dict[str, Attr], Callable[[np.ndarray, Node], np.ndarray]]] = {
-    "Relu": ({}, lambda x, node: np.where(x > 0, x, np.zeros_like(x))),
+    # `x < 0` rather than `x > 0`: NaN must pass through, as in ONNX's max(0, x) and torch.relu
+    "Relu": ({}, lambda x, node: np.where(x < 0, np.zeros_like(x), x)),
     "LeakyRelu": (
         {"alpha": Attr("float", 0.01)},
         lambda x, node: np.where(x >= 0, x, x * node.attr("alpha")),

@@ -1,0 +1,158 @@
+"""`lowering run`, `check` and `emit` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lowering
+from lowering.cli import main
+from lowering.examples import vocoder
+
+
+@pytest.fixture()
+def model(tmp_path):
+    graph = vocoder(1)
+    path = tmp_path / "voc.onnx"
+    path.write_bytes(lowering.to_onnx(graph).SerializeToString())
+    return graph, path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lowering", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnx", "torch"])
+def test_run_writes_outputs_by_name(model, tmp_path, backend):
+    graph, path = model
+    feeds = {"mel": np.random.default_rng(0).standard_normal((1, 80, 32)).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **feeds)
+    code = main(
+        [
+            "run",
+            str(path),
+            "--inputs",
+            str(tmp_path / "in.npz"),
+            "-o",
+            str(tmp_path / "out.npz"),
+            "--strategy",
+            "subpixel",
+            "--backend",
+            backend,
+        ]
+    )
+    assert code == 0
+    out = np.load(tmp_path / "out.npz")
+    assert list(out.files) == ["audio_features"]
+    ref = lowering.evaluate(graph, feeds)["audio_features"]
+    assert np.abs(out["audio_features"] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        ({}, "missing input"),
+        ({"mel": np.zeros((1, 80, 32), np.float32), "other": np.zeros(1)}, "unknown input"),
+        ({"mel": np.zeros((1, 80, 31), np.float32)}, "axis 2: 31 vs 32"),
+        ({"mel": np.zeros((1, 80), np.float32)}, "rank 2"),
+    ],
+)
+def test_run_refuses_bad_inputs_in_one_line(model, tmp_path, feeds, message):
+    _, path = model
+    np.savez(tmp_path / "in.npz", **feeds)
+    result = cli("run", str(path), "--inputs", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_check_passes_every_strategy_and_backend(model):
+    _, path = model
+    result = cli("check", str(path))
+    assert result.returncode == 0, result.stderr
+    for strategy in [*lowering.api.strategy_names(), "none"]:
+        for backend in ("numpy", "torch", "onnx"):
+            assert any(strategy in line and backend in line and "ok" in line for line in result.stdout.splitlines())
+
+
+def test_check_fails_when_a_backend_is_wrong(model, monkeypatch, capsys):
+    from lowering.backends import numpy_backend
+
+    _, path = model
+    monkeypatch.setitem(numpy_backend.EMITTERS, "LeakyRelu", lambda ctx, node, a: f"np.maximum({a[0]}, 0)")
+    assert main(["check", str(path), "--backends", "numpy", "--strategies", "col2im"]) == 1
+    assert "ABOVE TOLERANCE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_emit_writes_python(model, tmp_path, backend):
+    _, path = model
+    out = tmp_path / f"voc_{backend}.py"
+    assert main(["emit", str(path), "--backend", backend, "--strategy", "col2im", "-o", str(out)]) == 0
+    compile(out.read_text(), str(out), "exec")
+
+
+def test_emit_onnx_has_no_conv_transpose(model, tmp_path):
+    import onnx
+
+    _, path = model
+    out = tmp_path / "voc_lowered.onnx"
+    assert main(["emit", str(path), "--backend", "onnx", "-o", str(out)]) == 0
+    assert not [n for n in onnx.load(str(out)).graph.node if n.op_type == "ConvTranspose"]
+
+
+def test_compare_layer_tiny_writes_json_with_every_field(tmp_path):
+    out = tmp_path / "cmp.json"
+    result = cli(
+        "compare",
+        "--layer",
+        "N=1 C=4 M=2 in=3x3 k=3 s=2 p=1 op=1",
+        "--time",
+        "0.05",
+        "--min-rounds",
+        "3",
+        "--json",
+        str(out),
+        "--csv",
+        str(tmp_path / "cmp.csv"),
+        "--plot",
+        str(tmp_path / "cmp.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert {"machine", "threads", "peak_gflops", "layers", "command"} <= set(data)
+    (layer,) = data["layers"]
+    labels = {m["label"] for m in layer["measurements"]}
+    assert {"native/torch", "native/onnx", "auto/torch", "auto/onnx", "subpixel/numpy"} <= labels
+    fields = {
+        "median_s",
+        "min_s",
+        "max_s",
+        "q1_s",
+        "q3_s",
+        "runs",
+        "gflops",
+        "peak_fraction",
+        "vs_torch_native",
+        "vs_onnx_native",
+        "peak_extra_bytes",
+        "max_abs_error",
+        "max_rel_error",
+        "status",
+    }
+    for m in layer["measurements"]:
+        assert fields <= set(m)
+        if m["status"] == "ok":
+            assert m["runs"] >= 3 and m["max_rel_error"] < 1e-4
+    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cmp.csv").read_text().startswith("layer,")
+
+
+def test_compare_refuses_a_bad_layer_spec():
+    result = cli("compare", "--layer", "C=4 M=2 in=3x3 k=3 s=2 q=1")
+    assert result.returncode == 2 and "unknown key 'q'" in result.stderr
