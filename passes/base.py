@@ -10,6 +10,7 @@ is reported by the pass that broke it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ class Pass:
 
     @classmethod
     def options(cls) -> dict[str, dataclasses.Field]:
-        return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        # fields that are not constructor arguments are the pass's own state, not options
+        return {f.name: f for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else {}
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options())
@@ -45,11 +47,12 @@ class Pass:
 
 
 PASSES: dict[str, type[Pass]] = {}
+KEBAB_CASE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
     """Class decorator: make a pass available by its name (to `get_pass`, pipelines and the CLI)."""
-    if not cls.name or cls.name != cls.name.lower() or " " in cls.name:
+    if not KEBAB_CASE.fullmatch(cls.name or ""):
         raise ValueError(f"pass {cls.__name__} needs a short kebab-case name, got {cls.name!r}")
     if cls.name in PASSES and PASSES[cls.name] is not cls:
         raise ValueError(f"a pass named {cls.name!r} is already registered ({PASSES[cls.name].__name__})")

@@ -131,6 +131,12 @@ def pad_spatial(graph: Graph, x: Value, begin, end, before: Node) -> Value:
     begin, end = list(begin), list(end)
     if not any(begin) and not any(end):
         return x
+    crops = [min(b, 0) + min(e, 0) for b, e in zip(begin, end, strict=True)]
+    if any(c < 0 and i + c < 1 for i, c in zip(x.shape[2:], crops, strict=True)):  # type: ignore[index]
+        # a crop reaching past the data into the other side's padding: pad first, then crop, so no
+        # step has to remove more than the tensor holds
+        x = pad_spatial(graph, x, [max(b, 0) for b in begin], [max(e, 0) for e in end], before)
+        begin, end = [min(b, 0) for b in begin], [min(e, 0) for e in end]
     pads = ints([0, 0, *begin, 0, 0, *end])
     return graph.op("Pad", x, graph.const(pads, "pads"), before=before)
 
@@ -139,6 +145,14 @@ def conv_padded(graph: Graph, x: Value, w: Value, b: Value | None, begin, end, b
     """Conv with arbitrary (possibly negative) pads: negative parts become a crop in front of it,
     since runtimes accept only non-negative Conv pads."""
     begin, end = list(begin), list(end)
+    # A crop that reaches past the data into the other side's padding would leave a negative size:
+    # materialise the padding of such an axis first, then crop.
+    short = [i + min(b, 0) + min(e, 0) < 1 for i, b, e in zip(x.shape[2:], begin, end, strict=True)]  # type: ignore[index]
+    early_b = [max(b, 0) if s else 0 for b, s in zip(begin, short, strict=True)]
+    early_e = [max(e, 0) if s else 0 for e, s in zip(end, short, strict=True)]
+    x = pad_spatial(graph, x, early_b, early_e, before)
+    begin = [b - p for b, p in zip(begin, early_b, strict=True)]
+    end = [e - p for e, p in zip(end, early_e, strict=True)]
     crop_b, crop_e = [min(p, 0) for p in begin], [min(p, 0) for p in end]
     x = pad_spatial(graph, x, crop_b, crop_e, before)
     pads = [max(p, 0) for p in begin] + [max(p, 0) for p in end]

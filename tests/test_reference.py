@@ -795,3 +795,19 @@ def test_relu_and_leaky_relu_match_torch_including_nan() -> None:
     g, xv = _graph_with_input(x)
     y = g.op("LeakyRelu", xv, alpha=0.25)
     np.testing.assert_array_equal(_eval(g, y, x), F.leaky_relu(_t(x), 0.25).numpy())
+
+
+@pytest.mark.parametrize("begin", range(-7, 5))
+@pytest.mark.parametrize("end", range(-7, 5))
+def test_pad_with_any_signs_matches_its_definition(begin, end):
+    """out[o] = x[o - begin] where that index exists, else the fill value (checked element by element)."""
+    size = 5 + begin + end
+    if size < 0:
+        return
+    x = np.arange(1.0, 6.0)[None, None]
+    g = lowering.Graph()
+    xv = g.add_input("x", (1, 1, 5), "float64")
+    y = g.op("Pad", xv, g.const(np.array([0, 0, begin, 0, 0, end])), g.const(np.array(-1.0)))
+    g.outputs.append(y)
+    expected = [x[0, 0, o - begin] if 0 <= o - begin < 5 else -1.0 for o in range(size)]
+    assert lowering.evaluate(g, {"x": x})[y.name].ravel().tolist() == expected

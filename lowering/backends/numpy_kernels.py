@@ -15,14 +15,23 @@ import numpy as np
 def _pad_crop(x, begin, end, value=0.0):
     """Pad (positive) or crop (negative) the trailing len(begin) axes."""
     lead = x.ndim - len(begin)
-    crop = (slice(None),) * lead + tuple(
-        slice(max(0, -b), x.shape[lead + i] - max(0, -e)) for i, (b, e) in enumerate(zip(begin, end))
-    )
-    x = x[crop]
-    widths = [(0, 0)] * lead + [(max(0, b), max(0, e)) for b, e in zip(begin, end)]
-    if any(w != (0, 0) for w in widths):
-        x = np.pad(x, widths, mode="constant", constant_values=value)
-    return x
+    if all(b >= 0 and e >= 0 for b, e in zip(begin, end)):
+        if any(begin) or any(end):
+            x = np.pad(x, [(0, 0)] * lead + list(zip(begin, end)), mode="constant", constant_values=value)
+        return x
+    # out[o] = x[o - begin] where that index exists, else value
+    sizes = [n + b + e for n, b, e in zip(x.shape[lead:], begin, end)]
+    out = np.full(x.shape[:lead] + tuple(sizes), value, dtype=x.dtype)
+    src, dst = [], []
+    for n, b, e, size in zip(x.shape[lead:], begin, end, sizes):
+        lo, start = max(0, -b), max(0, b)
+        length = min(n + min(0, e) - lo, size - start)
+        if length <= 0:
+            return out
+        src.append(slice(lo, lo + length))
+        dst.append(slice(start, start + length))
+    out[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
+    return out
 
 
 def _conv(x, w, b, strides, dilations, pads_begin, pads_end, group):

@@ -122,14 +122,24 @@ def _(ctx: InferContext) -> list[TensorType]:
 @pad.reference
 def _(node: Node, data, pads, constant_value=None, axes=None) -> list[np.ndarray]:
     amounts = _pad_amounts(node, data.ndim, pads, axes)
-    crop = tuple(slice(max(0, -b), data.shape[i] - max(0, -a)) for i, (b, a) in enumerate(amounts))
-    data = data[crop]
-    widths = [(max(0, b), max(0, a)) for b, a in amounts]
     mode = node.attr("mode")
     if mode == "constant":
+        # out[o] = data[o − begin] where that index exists, else the fill value (any signs of pads)
         fill = 0 if constant_value is None or np.size(constant_value) == 0 else np.asarray(constant_value).item()
-        return [np.pad(data, widths, mode="constant", constant_values=fill)]
-    return [np.pad(data, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
+        out = np.full([n + b + a for n, (b, a) in zip(data.shape, amounts, strict=True)], fill, dtype=data.dtype)
+        src, dst = [], []
+        for n, (b, a) in zip(data.shape, amounts, strict=True):
+            lo, start = max(0, -b), max(0, b)
+            length = min(n + min(0, a) - lo, n + b + a - start)
+            if length <= 0:
+                return [out]
+            src.append(slice(lo, lo + length))
+            dst.append(slice(start, start + length))
+        out[tuple(dst)] = data[tuple(src)]
+        return [out]
+    crop = tuple(slice(max(0, -b), data.shape[i] - max(0, -a)) for i, (b, a) in enumerate(amounts))
+    widths = [(max(0, b), max(0, a)) for b, a in amounts]
+    return [np.pad(data[crop], widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
 
 
 # --------------------------------------------------------------------------- Slice
