@@ -19,6 +19,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="onnx", help="target backend auto optimises for (default onnx)")
     parser.add_argument("--matrix-budget", type=int, metavar="BYTES", help="memory budget of the matrix strategy")
     parser.add_argument("--form", choices=["auto", "fused", "per-phase"], help="subpixel form")
+    parser.add_argument("--tune", action="store_true", help="auto: measure candidates on the backend (cached)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device auto --tune measures on")
     parser.add_argument("--print-after-all", action="store_true", help="print the IR after every pass (stderr)")
     parser.add_argument("--explain", action="store_true", help="print each node's chosen strategy and cost figures")
     parser.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
@@ -34,6 +36,8 @@ def lowering_options(args: argparse.Namespace) -> dict:
         options["form"] = args.form
     if strategy == "auto":
         options["backend"] = args.backend
+        if getattr(args, "tune", False):
+            options.update(tune=True, device=args.device)
     return options
 
 

@@ -40,14 +40,30 @@ class Decision:
     chosen: str
     candidates: list[tuple[Cost, float]]  # (cost, estimated seconds), cheapest first
     declined: dict[str, str]
+    measured: dict[str, float] | None = None  # with --tune: median seconds per candidate
+    cached: bool = False
+
+    @property
+    def static_choice(self) -> str:
+        return self.candidates[0][0].strategy
 
     def explain(self) -> str:
-        lines = [f"{self.node}: {self.chosen}"]
+        how = (
+            ""
+            if self.measured is None
+            else f" (measured{', cached' if self.cached else ''}; static model: {self.static_choice})"
+        )
+        lines = [f"{self.node}: {self.chosen}{how}"]
         for cost, seconds in self.candidates:
             mark = "*" if cost.strategy == self.chosen else " "
+            measured = ""
+            if self.measured is not None:
+                took = self.measured.get(cost.strategy)
+                measured = "  measured      -   " if took is None else f"  measured {took * 1e3:9.3f} ms"
             lines.append(
-                f"  {mark} {cost.strategy:<15} est {seconds * 1e3:9.3f} ms  useful {cost.useful_macs:>14,} MACs  "
-                f"executed {cost.executed_macs:>14,}  largest intermediate {cost.largest_intermediate_bytes:>12,} B  "
+                f"  {mark} {cost.strategy:<15} est {seconds * 1e3:9.3f} ms{measured}  "
+                f"useful {cost.useful_macs:>14,} MACs  executed {cost.executed_macs:>14,}  "
+                f"largest intermediate {cost.largest_intermediate_bytes:>12,} B  "
                 f"weights {cost.weight_bytes:>11,} B  {cost.detail}"
             )
         for strategy, reason in self.declined.items():
@@ -74,6 +90,9 @@ class AutoLowering(LoweringStrategy):
     summary = "per node, the strategy the static cost model expects to be fastest on the target backend"
     backend: str = "onnx"
     matrix_budget: int = AUTO_MATRIX_BUDGET
+    tune: bool = False  # measure the candidates on the backend (cached) instead of trusting the model
+    device: str = "cpu"
+    tune_seconds: float = 0.5
     decisions: list[Decision] = field(default_factory=list, repr=False, init=False)
 
     def decide(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> tuple[LoweringStrategy, Decision]:
@@ -98,7 +117,25 @@ class AutoLowering(LoweringStrategy):
             raise LoweringError(f"{node.label}: no strategy can lower this node ({declined})")
         scored.sort(key=lambda item: item[1])
         chosen = scored[0][0].strategy
-        return strategies[chosen], Decision(node.name or node.outputs[0].name, chosen, scored, declined)
+        decision = Decision(node.name or node.outputs[0].name, chosen, scored, declined)
+        if self.tune:
+            decision.measured, decision.cached = self._measured(graph, node, geometry, strategies, scored)
+            decision.chosen = chosen = min(decision.measured, key=decision.measured.get)  # type: ignore[arg-type]
+        return strategies[chosen], decision
+
+    def _measured(self, graph, node, geometry, strategies, scored) -> tuple[dict[str, float], bool]:
+        from . import tuning
+
+        key = tuning.signature(graph, node, geometry, self.backend, self.device)
+        entry = tuning.load_cache().get(key)
+        if entry is not None:
+            return entry["seconds"], True
+        candidates = {cost.strategy: strategies[cost.strategy] for cost, _ in scored}
+        seconds = tuning.measure(graph, node, candidates, self.backend, self.device, self.tune_seconds)
+        if not seconds:
+            raise LoweringError(f"{node.label}: auto --tune could not run any candidate on {self.backend}")
+        tuning.store(key, {"seconds": seconds, "chosen": min(seconds, key=seconds.get)})  # type: ignore[arg-type]
+        return seconds, False
 
     def run(self, graph: Graph) -> PassResult:
         notes = []

@@ -1,0 +1,131 @@
+"""Measured choice for `auto --tune`: time each candidate lowering of one node, cache the winner.
+
+The node is cut out into a one-node graph (same shapes, attributes and weights), lowered by each
+candidate, compiled for the target backend and device, and timed in interleaved rounds. The
+decision is cached in a user file keyed by the layer's signature (geometry, element type, whether
+the weights are constants), the backend, the device and the library versions, so a layer is
+measured once per machine and software stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from lowering.errors import LoweringError
+from lowering.geometry import ConvTransposeGeometry
+from lowering.ir import Graph, Node
+
+from .strategy import LoweringStrategy
+
+
+def cache_file() -> Path:
+    base = os.environ.get("LOWERING_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lowering"
+    )
+    return Path(base) / "tune.json"
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    from lowering import __version__
+
+    return {
+        "lowering": __version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "ort": onnxruntime.__version__,
+    }
+
+
+def signature(graph: Graph, node: Node, geometry: ConvTransposeGeometry, backend: str, device: str) -> str:
+    fields = asdict(geometry)
+    fields["batch"] = geometry.batch if isinstance(geometry.batch, int) else 1
+    fields["dtype"] = node.inputs[0].dtype
+    fields["constant_weights"] = graph.constant_value(node.inputs[1]) is not None
+    return json.dumps({"layer": fields, "backend": backend, "device": device, "versions": _versions()}, sort_keys=True)
+
+
+def load_cache() -> dict[str, dict]:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def store(key: str, entry: dict) -> None:
+    cache = load_cache()
+    cache[key] = entry
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(cache, indent=1))
+        os.replace(temp, path)
+    except OSError:
+        pass  # an unwritable cache only costs a re-measurement next time
+
+
+def single_node_graph(graph: Graph, node: Node) -> tuple[Graph, dict[str, np.ndarray]]:
+    """The node alone, with its weights (constant or random stand-ins) and random inputs."""
+    rng = np.random.default_rng(0)
+    g = Graph("tune")
+    x = node.inputs[0]
+    shape = tuple(d if isinstance(d, int) else 1 for d in x.shape)
+    xv = g.add_input("x", shape, x.dtype)
+    feeds = {"x": rng.standard_normal(shape).astype(x.dtype)}
+    operands = []
+    for index, value in enumerate(node.inputs[1:], start=1):
+        if value is None:
+            operands.append(None)
+            continue
+        data = graph.constant_value(value)
+        if data is None:
+            operands.append(g.add_input(f"in{index}", value.shape, value.dtype))
+            feeds[f"in{index}"] = rng.standard_normal(value.shape).astype(value.dtype)
+        else:
+            operands.append(g.add_initializer(f"c{index}", data))
+    y = g.add_node("ConvTranspose", [xv, *operands], node.attrs).outputs[0]
+    g.outputs.append(y)
+    return g, feeds
+
+
+def measure(
+    graph: Graph, node: Node, candidates: dict[str, LoweringStrategy], backend: str, device: str, seconds: float
+) -> dict[str, float]:
+    """Median seconds per call of each candidate lowering of `node` on `backend`/`device`."""
+    from lowering.api import lower
+    from lowering.compile import compile
+
+    single, feeds = single_node_graph(graph, node)
+    calls = {}
+    for name, strategy in candidates.items():
+        try:
+            lowered = lower(single, pipeline=f"canonicalize,{name},fold-constants,dce", **_options(strategy))
+            fn = compile(lowered, backend, device)
+        except LoweringError:
+            continue
+        fn(feeds)  # warm-up
+        calls[name] = fn
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    deadline = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() < deadline and rounds < 100):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn(feeds)
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def _options(strategy: LoweringStrategy) -> dict:
+    return {name: getattr(strategy, name) for name in strategy.options()}
