@@ -19,7 +19,9 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "Add": np.add,
     "Sub": np.subtract,
     "Mul": np.multiply,
-    "Div": np.divide,
+    "Div": lambda a, b: (
+        np.divide(a, b) if a.dtype.kind == "f" else (np.trunc(a / b)).astype(a.dtype)
+    ),  # ONNX: ints truncate
 }
 
 
