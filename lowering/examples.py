@@ -89,4 +89,7 @@ EXAMPLES: dict[str, Callable[..., Graph]] = {
 def example(name: str, batch: int = 1) -> Graph:
     if name not in EXAMPLES:
         raise LoweringError(f"unknown example '{name}' (known: {', '.join(EXAMPLES)})")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        # the builders would happily make a graph of batch 0 or -1, with negative multiply-adds
+        raise LoweringError(f"batch size must be a positive integer, got {batch!r}")
     return EXAMPLES[name](batch)

@@ -28,6 +28,7 @@ from .errors import ParseError, VerificationError
 from .ir import Graph, Shape, Value
 
 _BARE = re.compile(r"[A-Za-z0-9_.]+")
+_DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # a bare symbolic dim must not read back as a number
 ELIDED_META = "elided_constants"
 
 
@@ -35,11 +36,16 @@ def _name(name: str) -> str:
     return name if _BARE.fullmatch(name) else json.dumps(name)
 
 
+def _dim(dim: int | str) -> str:
+    # exporters write dim_params such as "batch size" or "2*N"; quote those so they parse back
+    return str(dim) if isinstance(dim, int) or _DIM.fullmatch(dim) else json.dumps(dim)
+
+
 def format_type(shape: Shape | None, dtype: str | None) -> str:
     head = "?" if dtype is None else dtypes.short_name(dtype)
     if shape is None:
         return f"{head}[*]"
-    return f"{head}[{','.join(str(d) for d in shape)}]"
+    return f"{head}[{','.join(_dim(d) for d in shape)}]"
 
 
 def _scalar(value: Any, dtype: np.dtype) -> str:
@@ -113,6 +119,7 @@ def print_graph(graph: Graph, *, elide_above: int | None = 16) -> str:
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+|//[^\n]*)
+  | (?P<elided>elided<[0-9A-Za-z]*>)
   | (?P<value>%(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
   | (?P<at>@(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
   | (?P<string>"(?:[^"\\]|\\.)*")
@@ -127,14 +134,15 @@ _TOKEN = re.compile(
 class _Tokens:
     def __init__(self, text: str) -> None:
         self.items: list[tuple[str, str, int]] = []
-        pos = 0
+        pos, line = 0, 1  # the line is counted as we go: recounting from the start is quadratic in the text
         while pos < len(text):
             match = _TOKEN.match(text, pos)
             if match is None:
-                raise ParseError(f"line {text.count(chr(10), 0, pos) + 1}: unexpected character {text[pos]!r}")
+                raise ParseError(f"line {line}: unexpected character {text[pos]!r}")
             kind = match.lastgroup or ""
             if kind != "ws":
-                self.items.append((kind, match.group(), text.count("\n", 0, pos) + 1))
+                self.items.append((kind, match.group(), line))
+            line += match.group().count("\n")
             pos = match.end()
         self.index = 0
 
@@ -150,6 +158,10 @@ class _Tokens:
     def error(self, message: str) -> ParseError:
         _, text, line = self.peek()
         return ParseError(f"line {line}: {message}, found {text or 'end of text'!r}")
+
+    def error_before(self, message: str) -> ParseError:
+        """An error about what was just read (a whole tensor), at the line where it ended."""
+        return ParseError(f"line {self.peek(-1)[2]}: {message}")
 
     def expect(self, text: str) -> None:
         if self.peek()[1] != text:
@@ -189,10 +201,12 @@ def _parse_type(tokens: _Tokens) -> tuple[Shape | None, str | None]:
     dims: list[int | str] = []
     while not tokens.accept("]"):
         kind, text, _ = tokens.next()
-        if kind == "number":
+        if kind == "number" and re.fullmatch(r"\d+", text):
             dims.append(int(text))
         elif kind == "ident":
             dims.append(text)
+        elif kind == "string":
+            dims.append(json.loads(text))
         else:
             tokens.index -= 1
             raise tokens.error("expected a dimension")
@@ -221,10 +235,15 @@ def _parse_elements(tokens: _Tokens) -> list[str]:
 def _to_array(items: list[str], shape: Shape, dtype: str, tokens: _Tokens) -> np.ndarray:
     try:
         flat = np.array(items, dtype=np.float64 if dtypes.is_float(dtype) else np.int64)
-    except ValueError as error:
-        raise tokens.error(f"bad tensor element ({error})") from None
-    if flat.size != int(np.prod(shape)):
-        raise tokens.error(f"tensor of shape {list(shape)} needs {int(np.prod(shape))} elements, got {flat.size}")
+    except (ValueError, OverflowError) as error:
+        raise tokens.error_before(f"bad tensor element ({error})") from None
+    if not dtypes.is_float(dtype) and flat.size:
+        lo, hi = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if flat.min() < lo or flat.max() > hi:  # astype would wrap around silently
+            raise tokens.error_before(f"tensor element out of range for {dtype}: {flat.min()}..{flat.max()}")
+    size = int(np.prod(shape))
+    if flat.size != size:
+        raise tokens.error_before(f"tensor of shape {list(shape)} needs {size} elements, got {flat.size}")
     if dtypes.is_float(dtype):
         flat = np.array(items, dtype=dtype)  # parse at the target precision: exact round trip
     return flat.astype(dtype).reshape(shape)
@@ -276,6 +295,7 @@ def parse_ir(text: str) -> Graph:
     tokens.expect("{")
     elided: dict[str, str] = {}
     while not tokens.accept("return"):
+        line = tokens.peek()[2]
         outs: list[tuple[str, Shape | None, str | None]] = []
         while True:
             name = _unquote(tokens.take("value")[1:])
@@ -290,10 +310,9 @@ def parse_ir(text: str) -> Graph:
             name, shape, dtype = outs[0]
             if shape is None or dtype is None:
                 raise tokens.error("an initializer needs a full type")
-            if tokens.accept("elided"):
-                tokens.expect("<")
-                elided[name] = tokens.next()[1]
-                tokens.expect(">")
+            if tokens.peek()[0] == "elided":
+                # one token: a digest such as 7426ec77 would otherwise lex as a number and a name
+                elided[name] = tokens.next()[1][len("elided<") : -1]
                 data = np.broadcast_to(np.full((), np.nan if dtypes.is_float(dtype) else 0, dtype=dtype), shape)
             else:
                 data = _to_array(_parse_elements(tokens), shape, dtype, tokens)
@@ -341,13 +360,14 @@ def parse_ir(text: str) -> Graph:
         for value, (_, shape, dtype) in zip(node.outputs, outs, strict=True):
             if (value.shape, value.dtype) != (shape, dtype):
                 raise ParseError(
-                    f"{node.label}: output '%{value.name}' is declared {format_type(shape, dtype)} "
+                    f"line {line}: {node.label}: output '%{value.name}' is declared {format_type(shape, dtype)} "
                     f"but the op infers {value.type_str()}"
                 )
     while True:
+        line = tokens.peek()[2]
         ref = _unquote(tokens.take("value")[1:])
         if not graph.has_value(ref):
-            raise ParseError(f"return: value '%{ref}' is not defined")
+            raise ParseError(f"line {line}: return: value '%{ref}' is not defined")
         graph.outputs.append(graph.value(ref))
         if not tokens.accept(","):
             break

@@ -26,6 +26,9 @@ from lowering.backends.torch_backend import EMITTERS, emit_torch, write_torch_mo
 from lowering.ops import registered_ops  # noqa: E402
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-3}
+# Whole example networks chain five float32 layers (with batch norm between): rounding compounds, and
+# oneDNN may pick a different summation order from run to run, so they get a wider float32 bound.
+EXAMPLE_TOLERANCE = 1e-4
 STRATEGIES = [None, *strategy_names()]  # None: the unlowered graph, native conv_transpose
 STRATEGY_IDS = ["unlowered", *strategy_names()]
 
@@ -227,7 +230,7 @@ def test_examples(name: str, strategy: str | None) -> None:
     want = evaluate(graph, feeds)
     got = lowering.compile(lowered, backend="torch")(feeds)
     for key, expected in want.items():
-        assert_close(got[key], expected, TOLERANCE["float32"], key)
+        assert_close(got[key], expected, EXAMPLE_TOLERANCE, key)
 
 
 def test_symbolic_batch() -> None:

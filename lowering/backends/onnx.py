@@ -25,7 +25,7 @@ MIN_EXPORT_OPSET = 11
 MAX_EXPORT_OPSET = onnx.defs.onnx_opset_version()
 
 # Ops (or op forms) that need at least this opset.
-MIN_OPSET_FOR = {"Col2Im": 18}
+MIN_OPSET_FOR = {"Col2Im": 18, "ScatterND": 16}  # ScatterND: its reduction attribute
 
 
 def _value_info(value: Value) -> onnx.ValueInfoProto:
@@ -53,6 +53,14 @@ def _split_layout(node, names, attrs, opset, writer):
 def _pad_layout(node, names, attrs, opset, writer):
     if opset < 18 and len(names) > 3 and names[3]:
         raise UnsupportedError(f"{node.label}: the 'axes' input of Pad needs opset >= 18, target is {opset}")
+    if opset < 19 and attrs.get("mode") == "wrap":
+        raise UnsupportedError(f"{node.label}: Pad mode 'wrap' needs opset >= 19, target is {opset}")
+    return names, attrs
+
+
+def _reshape_layout(node, names, attrs, opset, writer):
+    if opset < 14 and attrs.pop("allowzero", 0):
+        raise UnsupportedError(f"{node.label}: Reshape with allowzero=1 needs opset >= 14, target is {opset}")
     return names, attrs
 
 
@@ -65,6 +73,7 @@ def _batchnorm_layout(node, names, attrs, opset, writer):
 DOWNGRADES: dict[str, Downgrade] = {
     "Split": _split_layout,
     "Pad": _pad_layout,
+    "Reshape": _reshape_layout,
     "BatchNormalization": _batchnorm_layout,
 }
 
@@ -126,12 +135,20 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     outputs = [_value_info(v) for v in graph.outputs]
     output_ids = {id(v) for v in graph.outputs}
     value_info = [_value_info(v) for node in graph.nodes for v in node.outputs if id(v) not in output_ids]
+    nodes = [writer.node(n) for n in graph.nodes]
+    # a constant that a downgrade turned into an attribute (Split's sizes below opset 13) is read by no
+    # written node any more; runtimes warn about such initializers, so it is left out
+    read = {name for n in nodes for name in n.input} | {v.name for v in (*graph.outputs, *listed)}
     onnx_graph = helper.make_graph(
-        [writer.node(n) for n in graph.nodes],
+        nodes,
         graph.name,
         inputs,
         outputs,
-        initializer=[numpy_helper.from_array(np.asarray(v.const), v.name) for v in graph.initializers.values()],
+        initializer=[
+            numpy_helper.from_array(np.asarray(v.const), v.name)
+            for v in graph.initializers.values()
+            if v.name in read or not v.uses
+        ],
         value_info=value_info,
         doc_string=meta.get("graph_doc_string") or None,
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..ir import Graph, Node, Value
+from .onnx_sparse import expand_sparse_matmul
 
 INT64_MIN = int(np.iinfo(np.int64).min)
 
@@ -91,6 +92,7 @@ EXPANSIONS: dict[str, Callable[[Graph, Node], Value]] = {
     "Flip": _flip,
     "InteriorPad": _interior_pad,
     "Im2Col": _im2col,
+    "SparseMatMul": expand_sparse_matmul,
 }
 
 
@@ -102,5 +104,9 @@ def legalize_for_onnx(graph: Graph) -> Graph:
     for node in [n for n in graph.nodes if n.op in EXPANSIONS]:
         replacement = EXPANSIONS[node.op](graph, node)
         graph.replace_all_uses_with(node.outputs[0], replacement)
+        operands = [v for v in node.inputs if v is not None and v.is_initializer]
         graph.remove_node(node)
+        for value in operands:  # e.g. Im2Col's block shape, now baked into the one-hot kernel
+            if not value.uses and graph.initializers.get(value.name) is value and value not in graph.outputs:
+                graph.remove_initializer(value)
     return graph

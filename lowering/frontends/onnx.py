@@ -8,6 +8,7 @@ written back by `to_onnx`.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,10 @@ def _opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _shape(type_proto: onnx.TypeProto) -> tuple[tuple[int | str, ...] | None, str]:
+def _shape(
+    type_proto: onnx.TypeProto, anonymous: Callable[[], str | None] = lambda: None
+) -> tuple[tuple[int | str, ...] | None, str]:
+    """Shape and element type; a dim with neither value nor name gets the name `anonymous()` gives."""
     if not type_proto.HasField("tensor_type"):
         raise UnsupportedError(f"only tensor inputs and outputs are supported, got {type_proto.WhichOneof('value')}")
     tensor = type_proto.tensor_type
@@ -69,12 +73,19 @@ def _shape(type_proto: onnx.TypeProto) -> tuple[tuple[int | str, ...] | None, st
     if not tensor.HasField("shape"):
         return None, dtype
     dims: list[int | str] = []
-    for index, dim in enumerate(tensor.shape.dim):
+    for dim in tensor.shape.dim:
         if dim.HasField("dim_value"):
             dims.append(dim.dim_value)
         else:
-            dims.append(dim.dim_param or f"unk__{index}")
+            dims.append(dim.dim_param or anonymous())  # type: ignore[arg-type]
     return tuple(dims), dtype
+
+
+def _anonymous_dims(onnx_graph: onnx.GraphProto) -> Callable[[], str]:
+    """Distinct names for unnamed input dims: two unknown sizes must not be bound to each other."""
+    taken = {d.dim_param for v in onnx_graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+    names = (f"unk__{k}" for k in itertools.count() if f"unk__{k}" not in taken)
+    return lambda: next(names)
 
 
 def _attribute(attr: AttributeProto) -> Any:
@@ -170,11 +181,12 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     for tensor in onnx_graph.initializer:
         graph.add_initializer(tensor.name, numpy_helper.to_array(tensor))
     listed_initializers = []
+    anonymous = _anonymous_dims(onnx_graph)
     for proto in onnx_graph.input:
         if proto.name in initializer_names:
             listed_initializers.append(proto.name)  # old exporters list weights as inputs too
             continue
-        shape, dtype = _shape(proto.type)
+        shape, dtype = _shape(proto.type, anonymous)
         graph.add_input(proto.name, shape, dtype)
     if listed_initializers:
         graph.meta["initializer_inputs"] = listed_initializers
