@@ -53,3 +53,20 @@ __all__ = [
     "parse_ir",
     "to_onnx",
 ]
+
+# Names whose modules load on first use (they pull in heavier dependencies).
+_LAZY = {
+    "adjoint": ("lowering.adjoint", "adjoint"),
+    "as_operator": ("lowering.adjoint", "as_operator"),
+    "from_torch": ("lowering.frontends.torch", "from_torch"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'lowering' has no attribute '{name}'")
+

@@ -140,5 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL_ERROR
 
 
-# Subcommands defined in their own modules register on import.
-from . import cli_bench, cli_lower, cli_run  # noqa: E402, F401  isort: skip
+# Subcommands defined in their own modules register on import; a module not present is skipped.
+_COMMAND_MODULES = ("cli_lower", "cli_run", "cli_bench", "cli_adjoint", "cli_draw", "cli_fuzz")
+
+
+def _load_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.{name}":
+                raise
+
+
+_load_commands()

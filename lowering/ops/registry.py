@@ -65,6 +65,7 @@ class OpDef:
     linear_inputs: tuple[int, ...] = ()  # inputs in which the op is linear (others must be constant)
     _infer: InferFn | None = None
     _reference: ReferenceFn | None = None
+    _transpose: Callable[..., Any] | None = None  # adjoint rule, used by the adjoint pass
 
     def infer(self, fn: InferFn) -> InferFn:
         self._infer = fn
@@ -72,6 +73,11 @@ class OpDef:
 
     def reference(self, fn: ReferenceFn) -> ReferenceFn:
         self._reference = fn
+        return fn
+
+    def transpose(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Attach the op's transpose rule (how the adjoint pass transposes a node of this op)."""
+        self._transpose = fn
         return fn
 
     @property
