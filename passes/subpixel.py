@@ -1,24 +1,24 @@
 """`subpixel`: polyphase ConvTranspose, no multiply-add on an inserted zero (DESIGN.md 3.4).
 
-Work in canvas coordinates P = o + p_begin = s·i + δ·κ. On each axis, the output positions with
-residue r = P mod s form phase r, which only taps κ with δ·κ ≡ r (mod s) reach; at P = s·q + r,
+Work in canvas coordinates P = o + p_begin = s·i + δ·κ. On each axis, positions with residue
+r = P mod s form phase r, which only taps κ with δ·κ ≡ r (mod s) reach; at P = s·q + r,
 
     Y_r[q] = Σ_{κ in T_r} X[q − t_κ] · W[κ],    t_κ = (δ·κ − r) / s,
 
 a stride-1 correlation whose taps are `s/gcd(δ,s)` apart in κ and `δ' = δ/gcd(δ,s)` apart in the
-input. Every phase is computed on the same q-range [q0, q0 + Q) with q0 = floor(p_begin / s) and
-Q = ceil((p_begin + o) / s) − q0; the phases are interleaved (position (q − q0)·s + r) and the
-interleave is cropped to [p_begin − q0·s, + o). Multi-dimensional phases are products of axis phases.
+input. Multi-dimensional phases are products of axis phases. Two forms (option `form`, default:
+the one with fewer executed multiply-adds):
 
-Two forms, chosen by executed multiply-adds (option `form`):
-- per-phase: one Conv per phase with its own flipped sub-kernel (dilation δ'); phases without
-  taps are zeros; then Concat + interleave. Executes exactly the useful multiply-adds (up to the
-  at most one extra row per axis of the common q-range).
-- fused: one Conv with Πs·M output channels whose sub-kernels are zero-padded to a common size
-  F = floor(δ·(k − 1)/s) + 1, then the interleave (DepthToSpace when it is one). Best when k is a
-  multiple of s; it multiplies by the padding zeros otherwise. The padding taps also multiply
-  input elements by 0, so a NaN or Inf input spreads further than in the definition.
-Bias is added after the crop, so phases without taps give the bias alone.
+- per-phase: one Conv per output residue c (output o = s·j + c, canvas phase r = (c + p_begin) mod s,
+  q = j + floor((c + p_begin)/s)), each with its own flipped sub-kernel, bias included, on exactly the
+  rows it owns; concatenated and interleaved (DepthToSpace DCR in 2-D). Phases without taps are the
+  bias alone. Only when s does not divide the output size is the last row of some phases cut off.
+- fused: one Conv with Πs·M output channels in (channel, phase) order, the sub-kernels zero-padded
+  to a common size F = floor(δ·(k − 1)/s) + 1 on the common q-range [q0, q0 + Q), q0 =
+  floor(p_begin/s), Q = ceil((p_begin + o)/s) − q0; the bias is tiled into it. Interleave
+  (DepthToSpace CRD in 2-D) and crop [p_begin − q0·s, + o). Best when k is a multiple of s (for
+  k = s it is a 1x1 convolution); otherwise it multiplies by its padding zeros, which also lets a
+  NaN or Inf input reach outputs the definition keeps it from.
 """
 
 from __future__ import annotations
@@ -53,12 +53,11 @@ class AxisPhases:
     """The polyphase split of one spatial axis."""
 
     stride: int
-    q0: int  # first q of the common range
-    count: int  # Q, the common number of q per phase
-    crop: int  # where the output starts in the interleaved axis
+    out: int  # output size o
+    pad_begin: int
     sub_dilation: int  # δ' = δ / gcd(δ, s)
     tap_step: int  # s / gcd(δ, s): taps of one phase are this far apart in κ
-    taps: tuple[tuple[int, ...], ...]  # taps[r]: κ of phase r, ascending
+    taps: tuple[tuple[int, ...], ...]  # taps[r]: κ of canvas phase r, ascending
     offsets: tuple[tuple[int, ...], ...]  # offsets[r]: t_κ of those taps
     fused_size: int  # F
 
@@ -67,18 +66,39 @@ class AxisPhases:
         """The largest t_κ over all phases: floor(δ·(k − 1) / s), the fused kernel's first tap."""
         return self.fused_size - 1
 
+    # common q-range (fused form)
+    @property
+    def q0(self) -> int:
+        return self.pad_begin // self.stride
+
+    @property
+    def count(self) -> int:
+        return -(-(self.pad_begin + self.out) // self.stride) - self.q0
+
+    @property
+    def crop(self) -> int:
+        return self.pad_begin - self.q0 * self.stride
+
+    # output residues (per-phase form)
+    @property
+    def rows(self) -> int:
+        """J = ceil(o / s): rows computed per output residue."""
+        return -(-self.out // self.stride)
+
+    def phase_of(self, residue: int) -> tuple[int, int]:
+        """(canvas phase r, first q) of output residue c."""
+        shifted = residue + self.pad_begin
+        return shifted % self.stride, shifted // self.stride
+
 
 def axis_phases(k: int, s: int, d: int, pad_begin: int, out: int) -> AxisPhases:
-    q0 = pad_begin // s
-    count = -(-(pad_begin + out) // s) - q0
     taps = tuple(tuple(kappa for kappa in range(k) if (d * kappa - r) % s == 0) for r in range(s))
     offsets = tuple(tuple((d * kappa - r) // s for kappa in phase) for r, phase in enumerate(taps))
     common = math.gcd(d, s)
     return AxisPhases(
         stride=s,
-        q0=q0,
-        count=count,
-        crop=pad_begin - q0 * s,
+        out=out,
+        pad_begin=pad_begin,
         sub_dilation=d // common,
         tap_step=s // common,
         taps=taps,
@@ -101,16 +121,16 @@ FORMS = ("auto", "fused", "per-phase")
 @dataclass
 class SubpixelLowering(LoweringStrategy):
     name = "subpixel"
-    summary = "polyphase decomposition: per-phase stride-1 Convs or one fused Conv + interleave, then crop"
+    summary = "polyphase decomposition: per-phase stride-1 Convs or one fused Conv + interleave"
     form: str = "auto"
     fused_tolerance: float = 1.1  # fused is taken while its MACs are within this factor of per-phase
 
     # ------------------------------------------------------------- cost and choice
     def _macs(self, g: ConvTransposeGeometry) -> dict[str, int]:
         axes = phases_of(g)
-        n, q = batch_of(g), total(a.count for a in axes)
-        per_phase = n * g.out_channels * g.in_channels_per_group * q * total(g.kernel)
-        fused = n * g.out_channels * total(g.strides) * g.in_channels_per_group * q * total(a.fused_size for a in axes)
+        n, base = batch_of(g), g.out_channels * g.in_channels_per_group
+        per_phase = n * base * total(a.rows for a in axes) * total(g.kernel)
+        fused = n * base * total(g.strides) * total(a.count * a.fused_size for a in axes)
         return {"per-phase": per_phase, "fused": fused}
 
     def choose(self, g: ConvTransposeGeometry) -> str:
@@ -125,7 +145,8 @@ class SubpixelLowering(LoweringStrategy):
         form = self.choose(g)
         axes = phases_of(g)
         n, item = batch_of(g), itemsize(node)
-        interleaved = n * g.out_channels * total(a.count * a.stride for a in axes)
+        rows = [a.count if form == "fused" else a.rows for a in axes]
+        interleaved = n * g.out_channels * total(r * a.stride for r, a in zip(rows, axes, strict=True))
         phases = total(g.strides)
         kernel_elems = total(a.fused_size for a in axes) * phases if form == "fused" else total(g.kernel)
         return Cost(
@@ -134,29 +155,20 @@ class SubpixelLowering(LoweringStrategy):
             executed_macs=self._macs(g)[form],
             largest_intermediate_bytes=interleaved * item,
             weight_bytes=g.in_channels * g.out_channels_per_group * kernel_elems * item,
-            ops=(2 if form == "fused" else phases + 1) + 3,
+            ops=(2 if form == "fused" else phases + 1) + 1,
             detail=f"{form} form, {phases} phases",
         )
 
     # ------------------------------------------------------------- rewrite
     def rewrite(self, graph: Graph, node: Node, g: ConvTransposeGeometry) -> Value:
         axes = phases_of(g)
-        build = self._fused if self.choose(g) == "fused" else self._per_phase
-        y = build(graph, node, g, axes)
-        if any(a.crop for a in axes) or any(a.count * a.stride != o for a, o in zip(axes, g.out_spatial, strict=True)):
-            y = graph.op(
-                "Slice",
-                y,
-                graph.const(ints(a.crop for a in axes), "crop_starts"),
-                graph.const(ints(a.crop + o for a, o in zip(axes, g.out_spatial, strict=True)), "crop_ends"),
-                graph.const(ints(range(2, 2 + g.rank)), "crop_axes"),
-                before=node,
-            )
-        return add_bias(graph, y, node.input(2), g.rank, node)
+        if self.choose(g) == "fused":
+            return self._fused(graph, node, g, axes)
+        return self._per_phase(graph, node, g, axes)
 
     @staticmethod
     def _sub_kernel(graph: Graph, w: Value, axes: list[AxisPhases], phase: tuple[int, ...], node: Node) -> Value:
-        """W restricted to the taps of `phase`, flipped: (C, M/g, n...) in correlation order."""
+        """W restricted to the taps of canvas phase `phase`, flipped: (C, M/g, n...) in correlation order."""
         taps = [a.taps[r] for a, r in zip(axes, phase, strict=True)]
         t = graph.op(
             "Slice",
@@ -170,12 +182,15 @@ class SubpixelLowering(LoweringStrategy):
         return graph.op("Flip", t, axes=list(range(2, 2 + len(axes))), before=node)
 
     def _per_phase(self, graph: Graph, node: Node, g: ConvTransposeGeometry, axes: list[AxisPhases]) -> Value:
-        x, w = node.inputs[0], node.inputs[1]
-        counts = [a.count for a in axes]
+        x, w, b = node.inputs[0], node.inputs[1], node.input(2)
+        rows = [a.rows for a in axes]
         outputs = []
-        for phase in itertools.product(*(range(a.stride) for a in axes)):
+        for residue in itertools.product(*(range(a.stride) for a in axes)):
+            located = [a.phase_of(c) for a, c in zip(axes, residue, strict=True)]
+            phase = tuple(r for r, _ in located)
             if any(not a.taps[r] for a, r in zip(axes, phase, strict=True)):
-                outputs.append(zeros_with_batch(graph, x, [g.out_channels, *counts], node))
+                zeros = zeros_with_batch(graph, x, [g.out_channels, *rows], node)
+                outputs.append(add_bias(graph, zeros, b, g.rank, node))
                 continue
             sizes = [len(a.taps[r]) for a, r in zip(axes, phase, strict=True)]
             kernel = swap_group_channels(
@@ -187,10 +202,10 @@ class SubpixelLowering(LoweringStrategy):
                 sizes,
                 node,
             )
-            begin = [a.offsets[r][-1] - a.q0 for a, r in zip(axes, phase, strict=True)]
+            begin = [a.offsets[r][-1] - first for a, (r, first) in zip(axes, located, strict=True)]
             end = [
-                a.count + (n - 1) * a.sub_dilation - i - b
-                for a, n, i, b in zip(axes, sizes, g.in_spatial, begin, strict=True)
+                j + (n - 1) * a.sub_dilation - i - bp
+                for a, j, n, i, bp in zip(axes, rows, sizes, g.in_spatial, begin, strict=True)
             ]
             dilations = [a.sub_dilation if n > 1 else 1 for a, n in zip(axes, sizes, strict=True)]
             outputs.append(
@@ -198,7 +213,7 @@ class SubpixelLowering(LoweringStrategy):
                     graph,
                     x,
                     kernel,
-                    None,
+                    b,
                     begin,
                     end,
                     node,
@@ -209,15 +224,17 @@ class SubpixelLowering(LoweringStrategy):
                 )
             )
         stacked = outputs[0] if len(outputs) == 1 else graph.op("Concat", *outputs, axis=1, before=node)
-        return self._interleave(graph, stacked, [], g.out_channels, axes, node)
+        y = self._interleave(graph, stacked, g.out_channels, axes, rows, "DCR", node)
+        return self._crop(graph, y, [0] * g.rank, axes, rows, node)
 
     def _fused(self, graph: Graph, node: Node, g: ConvTransposeGeometry, axes: list[AxisPhases]) -> Value:
-        x, w = node.inputs[0], node.inputs[1]
+        x, w, b = node.inputs[0], node.inputs[1], node.input(2)
         fused = [a.fused_size for a in axes]
+        phases = total(a.stride for a in axes)
         blocks = []
         for phase in itertools.product(*(range(a.stride) for a in axes)):
             if any(not a.taps[r] for a, r in zip(axes, phase, strict=True)):
-                zeros = np.zeros((g.in_channels, g.out_channels_per_group, *fused), dtype=x.dtype)
+                zeros = np.zeros((g.in_channels, g.out_channels_per_group, 1, *fused), dtype=x.dtype)
                 blocks.append(graph.const(zeros, "phase_zeros"))
                 continue
             t = self._sub_kernel(graph, w, axes, phase, node)
@@ -225,21 +242,31 @@ class SubpixelLowering(LoweringStrategy):
                 t = graph.op("InteriorPad", t, interior=[0, 0, *(a.sub_dilation - 1 for a in axes)], before=node)
             front = [a.last_offset - a.offsets[r][-1] for a, r in zip(axes, phase, strict=True)]
             spans = [(len(a.taps[r]) - 1) * a.sub_dilation + 1 for a, r in zip(axes, phase, strict=True)]
-            back = [f - b - s for f, b, s in zip(fused, front, spans, strict=True)]
+            back = [f - b_ - s for f, b_, s in zip(fused, front, spans, strict=True)]
             pads = ints([0, 0, *front, 0, 0, *back])
-            blocks.append(graph.op("Pad", t, graph.const(pads, "phase_pads"), before=node) if pads.any() else t)
-        phases = len(blocks)
-        stacked = blocks[0] if phases == 1 else graph.op("Concat", *blocks, axis=1, before=node)  # (C, Πs·Mg, F...)
-        kernel = swap_group_channels(
-            graph, stacked, g.group, g.in_channels_per_group, phases * g.out_channels_per_group, fused, node
+            if pads.any():
+                t = graph.op("Pad", t, graph.const(pads, "phase_pads"), before=node)
+            shape = [g.in_channels, g.out_channels_per_group, 1, *fused]
+            blocks.append(graph.op("Reshape", t, graph.const(ints(shape), "phase_block"), before=node))
+        stacked = blocks[0] if phases == 1 else graph.op("Concat", *blocks, axis=2, before=node)  # (C, Mg, Πs, F...)
+        stacked = graph.op(
+            "Reshape", stacked, graph.const(ints([g.in_channels, -1, *fused]), "phase_major"), before=node
         )
+        kernel = swap_group_channels(
+            graph, stacked, g.group, g.in_channels_per_group, g.out_channels_per_group * phases, fused, node
+        )  # (M·Πs, C/g, F...): output channel m·Πs + phase
+        bias = None
+        if b is not None:
+            column = graph.op("Reshape", b, graph.const(ints([-1, 1]), "bias_column"), before=node)
+            tiled = column if phases == 1 else graph.op("Concat", *([column] * phases), axis=1, before=node)
+            bias = graph.op("Reshape", tiled, graph.const(ints([-1]), "bias_tiled"), before=node)
         begin = [a.last_offset - a.q0 for a in axes]
-        end = [a.count + f - 1 - i - b for a, f, i, b in zip(axes, fused, g.in_spatial, begin, strict=True)]
+        end = [a.count + f - 1 - i - bp for a, f, i, bp in zip(axes, fused, g.in_spatial, begin, strict=True)]
         y = conv_padded(
             graph,
             x,
             kernel,
-            None,
+            bias,
             begin,
             end,
             node,
@@ -248,25 +275,43 @@ class SubpixelLowering(LoweringStrategy):
             kernel_shape=fused,
             strides=[1] * g.rank,
         )
-        return self._interleave(graph, y, [g.group], g.out_channels_per_group, axes, node)
+        counts = [a.count for a in axes]
+        y = self._interleave(graph, y, g.out_channels, axes, counts, "CRD", node)
+        return self._crop(graph, y, [a.crop for a in axes], axes, counts, node)
 
     @staticmethod
     def _interleave(
-        graph: Graph, y: Value, lead: list[int], channels: int, axes: list[AxisPhases], node: Node
+        graph: Graph, y: Value, channels: int, axes: list[AxisPhases], rows: list[int], order: str, node: Node
     ) -> Value:
-        """(N, *lead, Πs, channels, Q...) -> (N, Πlead·channels, Q_1·s_1, ...): phase r of q to q·s + r."""
+        """Phase p of row q goes to position q·s + p. `order` is the channel layout of y:
+        DCR = (phase, channel), CRD = (channel, phase), as ONNX DepthToSpace names them."""
         strides = [a.stride for a in axes]
-        counts = [a.count for a in axes]
         d = len(axes)
-        if d == 2 and strides[0] == strides[1] and total(lead) == 1:
-            return graph.op("DepthToSpace", y, blocksize=strides[0], mode="DCR", before=node)
-        split = [0, *lead, *strides, channels, *counts]
+        if all(s == 1 for s in strides):
+            return y
+        if d == 2 and strides[0] == strides[1]:
+            return graph.op("DepthToSpace", y, blocksize=strides[0], mode=order, before=node)
+        if order == "DCR":  # (N, s..., M, Q...)
+            split = [0, *strides, channels, *rows]
+            perm = [0, d + 1] + [x for j in range(d) for x in (d + 2 + j, 1 + j)]
+        else:  # (N, M, s..., Q...)
+            split = [0, channels, *strides, *rows]
+            perm = [0, 1] + [x for j in range(d) for x in (2 + d + j, 2 + j)]
         t = graph.op("Reshape", y, graph.const(ints(split), "phase_split"), before=node)
-        first_stride = 1 + len(lead)
-        channel_axis = first_stride + d
-        perm = [0, *range(1, 1 + len(lead)), channel_axis]
-        for j in range(d):
-            perm += [channel_axis + 1 + j, first_stride + j]
         t = graph.op("Transpose", t, perm=perm, before=node)
-        merged = [0, total(lead) * channels, *(q * s for q, s in zip(counts, strides, strict=True))]
+        merged = [0, channels, *(q * s for q, s in zip(rows, strides, strict=True))]
         return graph.op("Reshape", t, graph.const(ints(merged), "interleaved"), before=node)
+
+    @staticmethod
+    def _crop(graph: Graph, y: Value, starts: list[int], axes: list[AxisPhases], rows: list[int], node: Node) -> Value:
+        lengths = [q * a.stride for q, a in zip(rows, axes, strict=True)]
+        if not any(starts) and all(n == a.out for n, a in zip(lengths, axes, strict=True)):
+            return y
+        return graph.op(
+            "Slice",
+            y,
+            graph.const(ints(starts), "crop_starts"),
+            graph.const(ints(s + a.out for s, a in zip(starts, axes, strict=True)), "crop_ends"),
+            graph.const(ints(range(2, 2 + len(axes))), "crop_axes"),
+            before=node,
+        )

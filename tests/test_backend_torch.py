@@ -748,7 +748,7 @@ def test_code_is_readable() -> None:
     assert "torch.conv2d(" in code and "torch.cat(" in code and "return {'features': features}" in code
     assert lowering.compile(examples.unet_decoder(), backend="torch").source == code
     subpixel = emit_torch(lower(examples.unet_decoder(), "subpixel")).code
-    assert "torch.conv2d(" in subpixel and "depth_to_space_dcr(" in subpixel  # helpers appear by name
+    assert "torch.conv2d(" in subpixel and "torch.pixel_shuffle(" in subpixel  # CRD interleave is native
     assert "interior_pad(" in emit_torch(lower(examples.vocoder(), "zero-insertion")).code
 
 
