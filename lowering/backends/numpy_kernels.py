@@ -55,12 +55,19 @@ def _conv(x, w, b, strides, dilations, pads_begin, pads_end, group):
             + tuple(slice(None, None, dl) for dl in dilations)
         ]
         out_sp = win.shape[2 : 2 + d]
-        # (n, g, cg, o..., k...) -> (n, g, o..., cg, k...) -> (n, g, Πo, cg·Πk)
-        win = win.reshape(n, group, cg, *win.shape[2:])
-        perm = (0, 1, *range(3, 3 + d), 2, *range(3 + d, 3 + 2 * d))
-        cols = np.ascontiguousarray(win.transpose(perm)).reshape(n, group, -1, cg * int(np.prod(kernel)))
-        wm = w.reshape(group, mg, cg * int(np.prod(kernel)))
-        y = np.matmul(cols, wm.transpose(0, 2, 1)).transpose(0, 1, 3, 2)
+        # (n, g, cg, o..., k...) -> (n, g, o..., cg, k...); columns (n, g, rows·Πo', cg·Πk) are built a
+        # block of output rows at a time, so the im2col buffer stays near `budget` bytes at any size
+        win = win.reshape(n, group, cg, *win.shape[2:]).transpose((0, 1, *range(3, 3 + d), 2, *range(3 + d, 3 + 2 * d)))
+        depth = cg * int(np.prod(kernel))
+        wt = w.reshape(group, mg, depth).transpose(0, 2, 1)
+        per_row = n * group * int(np.prod(out_sp[1:])) * depth * x.itemsize
+        rows = max(1, min(out_sp[0], (64 << 20) // max(per_row, 1)))
+        y = np.empty((n, group, *out_sp, mg), dtype=np.result_type(x, w))
+        for start in range(0, out_sp[0], rows):
+            block = win[:, :, start : start + rows]
+            cols = np.ascontiguousarray(block).reshape(n, group, -1, depth)
+            y[:, :, start : start + rows] = np.matmul(cols, wt).reshape(*block.shape[: 2 + d], mg)
+        y = np.moveaxis(y, -1, 2)
     y = y.reshape(n, m, *out_sp)
     if b is not None:
         y = y + b.reshape(-1, *([1] * d))

@@ -114,7 +114,9 @@ def conv_transpose_reference(
     reach = tuple(s * (i - 1) + K for s, i, K in zip(g.strides, g.in_spatial, g.effective_kernel, strict=True))
     canvas = np.zeros((n, g.group, mg, *reach))
     for tap in itertools.product(*(range(k) for k in g.kernel)):
-        contribution = np.einsum("ngcp,gcm->ngmp", xg, wg[(..., *tap)]).reshape(n, g.group, mg, *g.in_spatial)
+        contribution = np.einsum("ngcp,gcm->ngmp", xg, wg[(..., *tap)], optimize=True).reshape(
+            n, g.group, mg, *g.in_spatial
+        )
         target = tuple(
             slice(d * t, d * t + s * (i - 1) + 1, s)
             for d, t, s, i in zip(g.dilations, tap, g.strides, g.in_spatial, strict=True)
@@ -140,7 +142,7 @@ def conv_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
             slice(d * t, d * t + s * (o - 1) + 1, s)
             for d, t, s, o in zip(g.dilations, tap, g.strides, g.out_spatial, strict=True)
         )
-        y += np.einsum("ngc...,gmc->ngm...", padded[(..., *source)], wg[(..., *tap)])
+        y += np.einsum("ngc...,gmc->ngm...", padded[(..., *source)], wg[(..., *tap)], optimize=True)
     y = y.reshape(n, g.out_channels, *g.out_spatial)
     if b is not None:
         y += np.asarray(b, np.float64).reshape(-1, *([1] * g.rank))
