@@ -1,0 +1,162 @@
+"""Fuzzing the front door: mutated ONNX bytes and attributes through `from_onnx`, `lower` and `run`.
+
+Every outcome must be either a success that matches the float64 reference, or a clean refusal (a
+`LoweringError` with a one-line message). Anything else — another exception, a wrong answer — is
+a finding. `check_model_bytes` is the oracle; the test suite drives it with hypothesis for a bounded
+time and `lowering fuzz` runs it for longer, saving each finding as a regression case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import LoweringError
+
+STRATEGIES_TO_RUN = ("zero-insertion", "col2im", "subpixel", "auto")
+
+
+@dataclasses.dataclass
+class Outcome:
+    kind: str  # "ok", "refused" or "finding"
+    detail: str = ""
+
+
+def seed_model(
+    strides=(2, 2),
+    pads=(1, 1, 1, 1),
+    dilations=(1, 1),
+    output_padding=(1, 1),
+    group=1,
+    kernel=(3, 3),
+    channels=2,
+    out_per_group=2,
+    size=(4, 4),
+    opset=18,
+) -> onnx.ModelProto:
+    """A small valid ConvTranspose + Relu model (the seed the mutations start from)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((channels, out_per_group, *kernel)).astype(np.float32)
+    b = rng.standard_normal(out_per_group * group).astype(np.float32)
+    node = helper.make_node(
+        "ConvTranspose",
+        ["x", "w", "b"],
+        ["t"],
+        name="up",
+        strides=list(strides),
+        pads=list(pads),
+        dilations=list(dilations),
+        output_padding=list(output_padding),
+        group=group,
+    )
+    relu = helper.make_node("Relu", ["t"], ["y"], name="act")
+    graph = helper.make_graph(
+        [node, relu],
+        "fuzz",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, *size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"y{i}" for i in range(2 + len(size))])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def check_model_bytes(data: bytes) -> Outcome:
+    """Load, lower every way and run; compare each result with the reference of the unlowered graph."""
+    import tempfile
+    from pathlib import Path
+
+    from .api import lower
+    from .compile import compile
+    from .frontends.onnx import from_onnx
+    from .reference import evaluate
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(data)
+        try:
+            graph = from_onnx(path)
+        except LoweringError as error:
+            return _refusal(error)
+        except Exception as error:  # the finding: an uncaught exception on bad input
+            return Outcome("finding", f"from_onnx raised {type(error).__name__}: {error}")
+    rng = np.random.default_rng(1)
+    try:
+        feeds = {
+            v.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in v.shape]).astype(v.dtype)
+            for v in graph.inputs
+        }
+        reference = evaluate(graph, feeds)
+    except LoweringError as error:
+        return _refusal(error)
+    except Exception as error:
+        return Outcome("finding", f"evaluate raised {type(error).__name__}: {error}")
+    for strategy in STRATEGIES_TO_RUN:
+        try:
+            outputs = compile(lower(graph, strategy), "onnx")(feeds)
+        except LoweringError as error:
+            outcome = _refusal(error)
+            if outcome.kind == "finding":
+                return outcome
+            continue
+        except Exception as error:
+            return Outcome("finding", f"{strategy}: {type(error).__name__}: {error}")
+        for name, ref in reference.items():
+            got = np.asarray(outputs[name], np.float64)
+            scale = max(float(np.nanmax(np.abs(ref), initial=0.0)), 1.0)
+            if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
+                return Outcome("finding", f"{strategy}: output '{name}' differs from the reference")
+    return Outcome("ok")
+
+
+def _refusal(error: LoweringError) -> Outcome:
+    message = str(error)
+    if not message or "\n" in message:
+        return Outcome("finding", f"refusal is not one line: {message!r}")
+    return Outcome("refused", message)
+
+
+def mutate_bytes(data: bytes, rng: random.Random, edits: int = 3) -> bytes:
+    """Flip, insert, delete or overwrite a few bytes."""
+    buffer = bytearray(data)
+    for _ in range(edits):
+        if not buffer:
+            break
+        position = rng.randrange(len(buffer))
+        action = rng.randrange(4)
+        if action == 0:
+            buffer[position] ^= 1 << rng.randrange(8)
+        elif action == 1:
+            buffer.insert(position, rng.randrange(256))
+        elif action == 2:
+            del buffer[position]
+        else:
+            buffer[position] = rng.choice((0, 1, 0x7F, 0x80, 0xFF))
+    return bytes(buffer)
+
+
+def attribute_variants(rng: random.Random) -> Iterator[onnx.ModelProto]:
+    """Seed models with random ConvTranspose attributes: mostly valid, now and then not."""
+
+    def pick(lo: int, hi: int, valid_lo: int, count: int) -> tuple[int, ...]:
+        low = lo if rng.random() < 0.1 else valid_lo
+        return tuple(rng.randint(low, hi) for _ in range(count))
+
+    while True:
+        rank = rng.choice((1, 2))
+        yield seed_model(
+            strides=pick(-1, 4, 1, rank),
+            pads=pick(-2, 4, 0, 2 * rank),
+            dilations=pick(0, 3, 1, rank),
+            output_padding=pick(-1, 3, 0, rank),
+            group=rng.choice((1, 1, 2, 3)),
+            kernel=pick(0, 4, 1, rank),
+            channels=rng.choice((2, 4)),
+            out_per_group=rng.choice((1, 2)),
+            size=pick(0, 5, 1, rank),
+            opset=rng.choice((11, 13, 17, 18, 21)),
+        )
