@@ -5,6 +5,8 @@
                             + Reshape (merge) + Slice (drop the trailing zeros)
 - Im2Col(x, block)       -> depthwise Conv with one-hot kernels (output channel c·Πb + tap picks
                             tap `tap` of channel c) + Reshape to (N, C·Πb, L)
+- NearestUpsample(x, s)  -> Gather with indices arange(i·s) // s on each spatial axis with s > 1
+- SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (exact: products by 1)
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ def _flip(graph: Graph, node: Node) -> Value:
 
 
 def _interior_pad(graph: Graph, node: Node) -> Value:
-    x = node.inputs[0]
-    interior = list(node.attr("interior"))
+    return spread_zeros(graph, node.inputs[0], list(node.attr("interior")), node)
+
+
+def spread_zeros(graph: Graph, x: Value, interior: list[int], node: Node) -> Value:
+    """`interior[a]` zeros between neighbours on axis a, in standard ONNX ops (before `node`)."""
     shape = list(x.shape)
     spread = [a for a, z in enumerate(interior) if z > 0 and shape[a] != 0]
     if not spread:
@@ -88,21 +93,87 @@ def _im2col(graph: Graph, node: Node) -> Value:
     return graph.op("Reshape", y, graph.const(np.asarray([0, out[1], out[2]], np.int64), "im2col_shape"), before=node)
 
 
+def _nearest_upsample(graph: Graph, node: Node) -> Value:
+    x = node.inputs[0]
+    y = x
+    for axis, s in enumerate(node.attr("scales"), start=2):
+        if s > 1:
+            index = np.arange(x.shape[axis] * s, dtype=np.int64) // s
+            y = graph.op("Gather", y, graph.const(index, "upsample_index"), axis=axis, before=node)
+    return y if y is not x else graph.op("Identity", x, before=node)
+
+
+def _sum_pool(graph: Graph, node: Node) -> Value:
+    x = node.inputs[0]
+    kernel = list(node.attr("kernel_shape"))
+    channels = x.shape[1]
+    ones = graph.const(np.ones((channels, 1, *kernel), dtype=x.dtype), "sum_pool_ones")
+    return graph.op("Conv", x, ones, group=channels, kernel_shape=kernel, strides=kernel, before=node)
+
+
 EXPANSIONS: dict[str, Callable[[Graph, Node], Value]] = {
     "Flip": _flip,
     "InteriorPad": _interior_pad,
     "Im2Col": _im2col,
     "SparseMatMul": expand_sparse_matmul,
+    "NearestUpsample": _nearest_upsample,
+    "SumPool": _sum_pool,
 }
 
 
+def _col2im_dilated_off_2d(graph: Graph, node: Node) -> bool:
+    image = graph.constant_value(node.inputs[1])
+    return image is not None and image.size != 2 and max(node.attr("dilations") or [1]) > 1
+
+
+def _col2im_undilated(graph: Graph, node: Node) -> Value:
+    """Col2Im with dilations δ as Col2Im with dilation 1 over blocks of size (k − 1)·δ + 1 whose
+    in-between taps are zero columns (zeros spread between the block taps)."""
+    cols = node.inputs[0]
+    block = [int(v) for v in graph.constant_value(node.inputs[2]).reshape(-1)]  # type: ignore[union-attr]
+    dilations = list(node.attr("dilations"))
+    _, cb, length = cols.shape
+    channels = cb // int(np.prod(block))
+    spread = [(k - 1) * d + 1 for k, d in zip(block, dilations, strict=True)]
+    t = graph.op(
+        "Reshape", cols, graph.const(np.asarray([0, channels, *block, length], np.int64), "blocks"), before=node
+    )
+    t = spread_zeros(graph, t, [0, 0, *(d - 1 for d in dilations), 0], node)
+    t = graph.op(
+        "Reshape",
+        t,
+        graph.const(np.asarray([0, channels * int(np.prod(spread)), length], np.int64), "spread_cols"),
+        before=node,
+    )
+    attrs = {k: node.attrs[k] for k in ("pads", "strides") if k in node.attrs}
+    return graph.op(
+        "Col2Im", t, node.inputs[1], graph.const(np.asarray(spread, np.int64), "spread_block"), before=node, **attrs
+    )
+
+
+# op -> (does this node hit a runtime defect, its replacement): onnxruntime 1.32's Col2Im sums wrongly
+# when a dilation is > 1 outside 2-D.
+WORKAROUNDS: dict[str, tuple[Callable[[Graph, Node], bool], Callable[[Graph, Node], Value]]] = {
+    "Col2Im": (_col2im_dilated_off_2d, _col2im_undilated),
+}
+
+
+def _rewrite_for(graph: Graph, node: Node) -> Callable[[Graph, Node], Value] | None:
+    if node.op in EXPANSIONS:
+        return EXPANSIONS[node.op]
+    if node.op in WORKAROUNDS and WORKAROUNDS[node.op][0](graph, node):
+        return WORKAROUNDS[node.op][1]
+    return None
+
+
 def legalize_for_onnx(graph: Graph) -> Graph:
-    """A copy of `graph` with every op of this project's domain expanded; `graph` itself if none."""
-    if not any(n.op in EXPANSIONS for n in graph.nodes):
+    """A copy of `graph` with every op of this project's domain expanded (and runtime defects worked
+    around); `graph` itself if there is nothing to do."""
+    if not any(_rewrite_for(graph, n) for n in graph.nodes):
         return graph
     graph = graph.copy()
-    for node in [n for n in graph.nodes if n.op in EXPANSIONS]:
-        replacement = EXPANSIONS[node.op](graph, node)
+    for node in [n for n in graph.nodes if _rewrite_for(graph, n)]:
+        replacement = _rewrite_for(graph, node)(graph, node)  # type: ignore[misc]
         graph.replace_all_uses_with(node.outputs[0], replacement)
         operands = [v for v in node.inputs if v is not None and v.is_initializer]
         graph.remove_node(node)
