@@ -24,12 +24,8 @@ def _prod(values: Sequence[int]) -> int:
 
 
 @dataclass(frozen=True)
-class ConvTransposeGeometry:
-    """A ConvTranspose with explicit per-axis numbers (see DESIGN.md section 2).
-
-    Output position of input `i` and tap `κ` on axis j: `o = s·i + δ·κ − pads_begin`, kept when
-    `0 <= o < out_spatial`.
-    """
+class _ConvAxes:
+    """What Conv and ConvTranspose geometries share: channels, groups and the per-axis numbers."""
 
     batch: Dim
     in_channels: int  # C
@@ -41,8 +37,6 @@ class ConvTransposeGeometry:
     dilations: tuple[int, ...]
     pads_begin: tuple[int, ...]
     pads_end: tuple[int, ...]
-    output_padding: tuple[int, ...]
-    out_spatial: tuple[int, ...]
 
     @property
     def rank(self) -> int:
@@ -71,7 +65,25 @@ class ConvTransposeGeometry:
 
     @property
     def output_shape(self) -> Shape:
-        return (self.batch, self.out_channels, *self.out_spatial)
+        return (self.batch, self.out_channels, *self.out_spatial)  # type: ignore[attr-defined]
+
+    def _batch_or_one(self, batch: int | None) -> int:
+        return batch if batch is not None else (self.batch if isinstance(self.batch, int) else 1)
+
+    def with_batch(self, batch: Dim):
+        return replace(self, batch=batch)
+
+
+@dataclass(frozen=True)
+class ConvTransposeGeometry(_ConvAxes):
+    """A ConvTranspose with explicit per-axis numbers (see DESIGN.md section 2).
+
+    Output position of input `i` and tap `κ` on axis j: `o = s·i + δ·κ − pads_begin`, kept when
+    `0 <= o < out_spatial`.
+    """
+
+    output_padding: tuple[int, ...]
+    out_spatial: tuple[int, ...]
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -79,8 +91,13 @@ class ConvTransposeGeometry:
 
     def useful_macs(self, batch: int | None = None) -> int:
         """Multiply-adds of the definition: N·C·(M/g)·Πk·Πi (taps that fall outside the output included)."""
-        n = batch if batch is not None else (self.batch if isinstance(self.batch, int) else 1)
-        return n * self.in_channels * self.out_channels_per_group * _prod(self.kernel) * _prod(self.in_spatial)
+        return (
+            self._batch_or_one(batch)
+            * self.in_channels
+            * self.out_channels_per_group
+            * _prod(self.kernel)
+            * _prod(self.in_spatial)
+        )
 
     def adjoint(self) -> ConvGeometry:
         """The Conv that is this operator's transpose: (N, M, o) -> (N, C, i), weights shared.
@@ -102,54 +119,31 @@ class ConvTransposeGeometry:
             out_spatial=self.in_spatial,
         )
 
-    def with_batch(self, batch: Dim) -> ConvTransposeGeometry:
-        return replace(self, batch=batch)
-
 
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_ConvAxes):
     """A Conv with explicit per-axis numbers: `Y[o] = Σ X[s·o + δ·κ − pads_begin] · W[κ]`."""
 
-    batch: Dim
-    in_channels: int  # C
-    out_channels: int  # M
-    group: int
-    in_spatial: tuple[int, ...]
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    dilations: tuple[int, ...]
-    pads_begin: tuple[int, ...]
-    pads_end: tuple[int, ...]
     out_spatial: tuple[int, ...]
-
-    @property
-    def rank(self) -> int:
-        return len(self.in_spatial)
-
-    @property
-    def effective_kernel(self) -> tuple[int, ...]:
-        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations, strict=True))
-
-    @property
-    def pads(self) -> list[int]:
-        return [*self.pads_begin, *self.pads_end]
-
-    @property
-    def output_shape(self) -> Shape:
-        return (self.batch, self.out_channels, *self.out_spatial)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
         return (self.out_channels, self.in_channels // self.group, *self.kernel)
 
     def useful_macs(self, batch: int | None = None) -> int:
-        n = batch if batch is not None else (self.batch if isinstance(self.batch, int) else 1)
-        return n * self.out_channels * (self.in_channels // self.group) * _prod(self.kernel) * _prod(self.out_spatial)
+        """Multiply-adds of the definition: N·M·(C/g)·Πk·Πo."""
+        return (
+            self._batch_or_one(batch)
+            * self.out_channels
+            * self.in_channels_per_group
+            * _prod(self.kernel)
+            * _prod(self.out_spatial)
+        )
 
     def adjoint(self) -> ConvTransposeGeometry:
         """The ConvTranspose that is this Conv's transpose, output_padding chosen so shapes round-trip."""
         # Conv output o = floor((i + pb + pe − K)/s) + 1 drops a remainder r = (i + pb + pe − K) mod s;
-        # the transpose must give it back as output_padding (and take it out of the end pads).
+        # the transpose gives it back as output_padding.
         remainders = tuple(
             (i + pb + pe - k) % s
             for i, pb, pe, k, s in zip(

@@ -9,7 +9,6 @@ contains a ConvTranspose. `decisions` keeps, per node, every candidate's figures
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lowering.errors import LoweringError
@@ -23,15 +22,6 @@ from .strategy import STRATEGIES, Cost, Declined, LoweringStrategy
 
 BACKENDS = ("onnx", "torch", "numpy")
 AUTO_MATRIX_BUDGET = 4 << 20  # an explicit F^T is only worth it when tiny
-
-# (backend, strategy) -> (does the defect apply to this layer, why it is avoided): runtime bugs
-# that make a correct lowering compute wrong numbers there.
-BACKEND_DEFECTS: dict[tuple[str, str], tuple[Callable[[ConvTransposeGeometry], bool], str]] = {
-    ("onnx", "col2im"): (
-        lambda g: g.rank != 2 and max(g.dilations) > 1,
-        "onnxruntime's Col2Im gives wrong sums for dilations > 1 outside 2-D",
-    ),
-}
 
 
 @dataclass
@@ -102,10 +92,6 @@ class AutoLowering(LoweringStrategy):
         scored: list[tuple[Cost, float]] = []
         declined: dict[str, str] = {}
         for name, strategy in strategies.items():
-            known_defect = BACKEND_DEFECTS.get((self.backend, name))
-            if known_defect is not None and known_defect[0](geometry):
-                declined[name] = known_defect[1]
-                continue
             try:
                 strategy.check(graph, node, geometry)
             except Declined as why:

@@ -25,8 +25,6 @@ def run_case(case: Case, variant: str, backend: str) -> None:
     strategy, options = VARIANTS[variant]
     if strategy == "matrix" and case.weights_as_input:
         return  # refused, and test_strategies checks the refusal
-    if backend == "onnx" and strategy in ("col2im", "auto") and case.rank != 2 and max(case.dilations) > 1:
-        return  # onnxruntime's own Col2Im defect (see test_strategies.ORT_COL2IM_BUG); auto avoids it
     graph, feeds = dataclasses.replace(case, dtype=dtype).build()
     want = evaluate(graph, feeds)
     extra = {"backend": backend} if strategy == "auto" else {}

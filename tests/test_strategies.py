@@ -345,7 +345,8 @@ def test_edge_cases(variant: str, case: Case, weights_as_input: bool) -> None:
 
 
 # onnxruntime 1.32's Col2Im is wrong off 2-D when a dilation is > 1 (1-D with several channels, 3-D even
-# with one); the lowered graphs are right by the definition (test_edge_cases), the runtime is not.
+# with one); the ONNX writer works around it (lowering.backends.onnx_legalize.WORKAROUNDS), and these
+# cases show that it does.
 ORT_COL2IM_BUG = {"d3-s2", "3d"}
 
 
@@ -355,9 +356,6 @@ ORT_PARAMS = [
         case,
         weights_as_input,
         id=f"{variant}-{case.label}-{'input-w' if weights_as_input else 'const-w'}",
-        marks=[pytest.mark.xfail(strict=True, reason="onnxruntime Col2Im wrong for non-2-D with dilation > 1")]
-        if variant == "col2im" and case.label in ORT_COL2IM_BUG
-        else [],
     )
     for variant in EDGE_VARIANTS
     for case in EDGE_CASES
