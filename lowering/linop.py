@@ -39,10 +39,10 @@ def _spatial_triples(g: ConvTransposeGeometry) -> tuple[np.ndarray, np.ndarray, 
 
 
 @dataclass(frozen=True)
-class ConvTransposeOperator:
-    """The linear map x -> ConvTranspose(x; W) on one sample (no bias: the bias is affine, not linear)."""
+class _LinearConv:
+    """Shared by both operators: shapes, batched apply, adjoint through `.T`, the scipy view."""
 
-    geometry: ConvTransposeGeometry
+    geometry: ConvTransposeGeometry | ConvGeometry
     weight: np.ndarray
 
     @property
@@ -57,18 +57,47 @@ class ConvTransposeOperator:
     def shape(self) -> tuple[int, int]:
         return math.prod(self.out_shape), math.prod(self.in_shape)
 
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Y = T x for x of shape in_shape or (N, *in_shape), in float64."""
+        """A x for x of shape in_shape or (N, *in_shape), in float64."""
         batched = x.ndim == len(self.in_shape) + 1
-        y = conv_transpose_reference(x if batched else x[None], self.weight, None, self.geometry)
+        y = self._forward(x if batched else x[None])
         return y if batched else y[0]
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        """X = Tᵀ y: the Conv with the same weights, strides, dilations and begin pads."""
+        """Aᵀ y, computed by the transposed operator (no matrix is built)."""
         return self.T.apply(y)
 
     @property
+    def T(self) -> _LinearConv:
+        raise NotImplementedError
+
+    def as_linear_operator(self):
+        """A scipy.sparse.linalg.LinearOperator on flattened samples."""
+        from scipy.sparse.linalg import LinearOperator
+
+        return LinearOperator(
+            self.shape,
+            matvec=lambda v: self.apply(np.reshape(v, self.in_shape)).reshape(-1),
+            rmatvec=lambda v: self.adjoint(np.reshape(v, self.out_shape)).reshape(-1),
+            dtype=np.float64,
+        )
+
+
+@dataclass(frozen=True)
+class ConvTransposeOperator(_LinearConv):
+    """The linear map x -> ConvTranspose(x; W) on one sample (no bias: the bias is affine, not linear)."""
+
+    geometry: ConvTransposeGeometry
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        return conv_transpose_reference(x, self.weight, None, self.geometry)
+
+    @property
     def T(self) -> ConvOperator:
+        """The Conv with the same weights, strides, dilations and begin pads."""
         return ConvOperator(self.geometry.adjoint(), self.weight)
 
     def nnz_bound(self) -> int:
@@ -84,69 +113,30 @@ class ConvTransposeOperator:
         out_channel = (in_channel // cg)[:, None] * mg + np.arange(mg)[None, :]  # (C, M/g)
         rows = (out_channel[:, :, None] * math.prod(g.out_spatial) + outs[None, None, :]).reshape(-1)
         cols = np.broadcast_to(
-            in_channel[:, None, None] * math.prod(g.in_spatial) + ins[None, None, :],
-            (g.in_channels, mg, ins.size),
+            in_channel[:, None, None] * math.prod(g.in_spatial) + ins[None, None, :], (g.in_channels, mg, ins.size)
         ).reshape(-1)
         vals = np.asarray(self.weight, dtype).reshape(g.in_channels, mg, -1)[:, :, taps].reshape(-1)
         matrix = sp.csr_matrix((vals, (rows, cols)), shape=self.shape)
         return matrix if sparse else matrix.toarray()
 
-    def as_linear_operator(self):
-        """A scipy.sparse.linalg.LinearOperator on flattened samples."""
-        from scipy.sparse.linalg import LinearOperator
-
-        return LinearOperator(
-            self.shape,
-            matvec=lambda v: self.apply(np.reshape(v, self.in_shape)).reshape(-1),
-            rmatvec=lambda v: self.adjoint(np.reshape(v, self.out_shape)).reshape(-1),
-            dtype=np.float64,
-        )
-
 
 @dataclass(frozen=True)
-class ConvOperator:
+class ConvOperator(_LinearConv):
     """The linear map x -> Conv(x; W) on one sample (no bias)."""
 
     geometry: ConvGeometry
-    weight: np.ndarray
 
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return (self.geometry.in_channels, *self.geometry.in_spatial)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.geometry.out_channels, *self.geometry.out_spatial)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return math.prod(self.out_shape), math.prod(self.in_shape)
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        batched = x.ndim == len(self.in_shape) + 1
-        y = conv_reference(x if batched else x[None], self.weight, None, self.geometry)
-        return y if batched else y[0]
-
-    def adjoint(self, y: np.ndarray) -> np.ndarray:
-        return self.T.apply(y)
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        return conv_reference(x, self.weight, None, self.geometry)
 
     @property
     def T(self) -> ConvTransposeOperator:
         return ConvTransposeOperator(self.geometry.adjoint(), self.weight)
 
     def to_matrix(self, sparse: bool = True, dtype: np.dtype | type = np.float64) -> sp.csr_matrix | np.ndarray:
+        """The explicit matrix: the transpose of its ConvTranspose's."""
         matrix = self.T.to_matrix(sparse=True, dtype=dtype).T.tocsr()
         return matrix if sparse else matrix.toarray()
-
-    def as_linear_operator(self):
-        from scipy.sparse.linalg import LinearOperator
-
-        return LinearOperator(
-            self.shape,
-            matvec=lambda v: self.apply(np.reshape(v, self.in_shape)).reshape(-1),
-            rmatvec=lambda v: self.adjoint(np.reshape(v, self.out_shape)).reshape(-1),
-            dtype=np.float64,
-        )
 
 
 def conv_operator(graph: Graph, node: Node) -> ConvTransposeOperator | ConvOperator:
