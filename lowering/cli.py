@@ -2,7 +2,8 @@
 
 Errors the user can fix print one line on stderr and exit 2; a bug in this project exits 1 with one
 line that points at `--debug`, which prints the traceback. Subcommands register themselves in
-`COMMANDS` with the `command` decorator.
+`COMMANDS` with the `command` decorator. `--plugin MODULE` (before or after the subcommand) imports a
+user module first, so the passes, strategies and commands it registers are there when the parser is built.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .errors import LoweringError
 from .ir import Graph
@@ -109,13 +111,61 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lowering", description="Lower ONNX ConvTranspose to other operators, and compare the results."
     )
     parser.add_argument("--debug", action="store_true", help="print the traceback of internal errors")
+    _add_plugin_argument(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMANDS.values():
-        cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
+        sub_parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(sub_parser)
+        _add_plugin_argument(sub_parser, argparse.SUPPRESS)
     return parser
 
 
+PLUGIN_HELP = "import a Python module (name or .py path) that registers passes, strategies or commands; repeatable"
+
+
+def _add_plugin_argument(parser: argparse.ArgumentParser, default: object) -> None:
+    # Accepted before and after the subcommand; the values were already acted on by `_preload_plugins`.
+    parser.add_argument("--plugin", action="append", metavar="MODULE", default=default, help=PLUGIN_HELP)
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """A parser that raises on a usage mistake instead of printing it and exiting."""
+
+    class Mistake(Exception):
+        pass
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise self.Mistake(message)
+
+
+def _preload_plugins(argv: list[str]) -> int | None:
+    """Import the `--plugin` modules named anywhere in argv, before the real parser is built, so
+    that their passes, strategies (`--strategy` choices) and commands exist when it is.
+    Returns an exit status when a plugin cannot be loaded, else None."""
+    from .plugins import load_plugins
+
+    pre = _QuietParser(add_help=False, allow_abbrev=False)
+    _add_plugin_argument(pre, [])
+    pre.add_argument("--debug", action="store_true")
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except _QuietParser.Mistake:  # e.g. `--plugin` without a value: the real parser reports it
+        return None
+    try:
+        load_plugins(known.plugin)
+    except LoweringError as error:
+        if known.debug and error.__cause__ is not None:
+            traceback.print_exception(error.__cause__)
+        print(f"lowering: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    status = _preload_plugins(argv)
+    if status is not None:
+        return status
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

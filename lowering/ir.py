@@ -43,13 +43,16 @@ class Value:
 
     @property
     def rank(self) -> int | None:
+        """The number of dimensions, or None when the shape is unknown."""
         return None if self.shape is None else len(self.shape)
 
     @property
     def is_initializer(self) -> bool:
+        """Whether this value is a constant initializer (its data is in `const`)."""
         return self.const is not None
 
     def type_str(self) -> str:
+        """The type as the text form prints it, e.g. `f32[1,64,32,32]`."""
         from .text import format_type
 
         return format_type(self.shape, self.dtype)
@@ -86,6 +89,7 @@ class Node:
 
     @property
     def opdef(self):  # -> OpDef | None (import cycle)
+        """The op's definition in the op registry (schema, shape inference, reference), or None."""
         from .ops import lookup
 
         return lookup(self.op)
@@ -105,6 +109,7 @@ class Node:
         return f"{self.op} '{self.name}'" if self.name else self.op
 
     def input(self, index: int) -> Value | None:
+        """Input `index`, or None when it is omitted or past the end (optional trailing inputs)."""
         return self.inputs[index] if index < len(self.inputs) else None
 
     def fail(self, message: str, *, attr: str | None = None, axis: int | None = None) -> NoReturn:
@@ -158,17 +163,21 @@ class Graph:
                 return candidate
 
     def value(self, name: str) -> Value:
+        """The value named `name` (an input, initializer or node output); KeyError if there is none."""
         if name not in self._values:
             raise KeyError(f"graph '{self.name}' has no value named '{name}'")
         return self._values[name]
 
     def has_value(self, name: str) -> bool:
+        """Whether a value of this name exists in the graph."""
         return name in self._values
 
     def values(self) -> Iterator[Value]:
+        """Every value of the graph (inputs, initializers, node outputs), in definition order."""
         return iter(list(self._values.values()))
 
     def rename(self, value: Value, new_name: str) -> None:
+        """Give `value` a new name that is not yet used in the graph."""
         if value.name == new_name:
             return
         if new_name in self._values:
@@ -179,6 +188,7 @@ class Graph:
 
     # ----------------------------------------------------------------- building
     def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
+        """Append a graph input; a str in `shape` is a symbolic dimension (e.g. a dynamic batch)."""
         value = self._claim(Value(name, shape, dtype))
         self.inputs.append(value)
         return value
@@ -256,6 +266,7 @@ class Graph:
 
     # ----------------------------------------------------------------- editing
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
+        """Make `value` (or None: omitted) input `index` of `node`, keeping the uses lists right."""
         old = node.inputs[index]
         if old is not None:
             old.uses.remove((node, index))
@@ -295,6 +306,7 @@ class Graph:
         node._graph = None
 
     def remove_initializer(self, value: Value) -> None:
+        """Remove a constant initializer that nothing uses any more."""
         if value.uses or any(v is value for v in self.outputs):
             raise VerificationError(f"graph '{self.name}': initializer '{value.name}' is still used")
         del self.initializers[value.name]
@@ -359,6 +371,7 @@ class Graph:
         return dg
 
     def nodes_of(self, op: str) -> list[Node]:
+        """The nodes of op type `op`, in graph order (a list: safe to edit the graph while iterating)."""
         return [n for n in self.nodes if n.op == op]
 
     # ----------------------------------------------------------------- checks
@@ -412,6 +425,7 @@ class Graph:
         return print_graph(self)
 
     def format(self, *, elide_above: int | None = 16) -> str:
+        """The text form; constants with more than `elide_above` elements are elided (None: print all)."""
         from .text import print_graph
 
         return print_graph(self, elide_above=elide_above)
@@ -421,6 +435,7 @@ class Graph:
 
 
 def all_consumers(values: Iterable[Value]) -> list[Node]:
+    """The nodes that use any of `values`, each once, in order of first use."""
     seen: dict[int, Node] = {}
     for value in values:
         for node, _ in value.uses:

@@ -22,6 +22,8 @@ from lowering.ir import Graph
 
 @dataclass
 class PassResult:
+    """What a pass returns: the graph, whether the pass changed it, and notes (e.g. why a rewrite declined)."""
+
     graph: Graph
     modified: bool
     notes: list[str] = field(default_factory=list)
@@ -34,10 +36,12 @@ class Pass:
     summary: ClassVar[str] = ""
 
     def run(self, graph: Graph) -> PassResult:
+        """Rewrite `graph` in place and report whether anything changed."""
         raise NotImplementedError
 
     @classmethod
     def options(cls) -> dict[str, dataclasses.Field]:
+        """The pass's options: its dataclass fields that are constructor arguments, by name."""
         # fields that are not constructor arguments are the pass's own state, not options
         return {f.name: f for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else {}
 
@@ -110,6 +114,7 @@ class PassManager:
         self.on_pass = on_pass
 
     def run(self, graph: Graph) -> PassResult:
+        """Run every pass on `graph` in order; the result's `modified` and `notes` gather all of them."""
         modified = False
         notes: list[str] = []
         for p in self.passes:

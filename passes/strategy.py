@@ -39,14 +39,17 @@ class Cost:
 
     @property
     def waste(self) -> float:
+        """Executed over useful multiply-adds (1.0: no work on zeros)."""
         return self.executed_macs / self.useful_macs if self.useful_macs else 1.0
 
 
 def batch_of(geometry: ConvTransposeGeometry) -> int:
+    """The batch size for cost figures: the node's batch, or 1 when it is symbolic."""
     return geometry.batch if isinstance(geometry.batch, int) else 1
 
 
 def itemsize(node: Node) -> int:
+    """Bytes per element of the node's input X (float32 when unknown)."""
     return np.dtype(node.inputs[0].dtype or "float32").itemsize  # type: ignore[union-attr]
 
 
@@ -66,6 +69,7 @@ class LoweringStrategy(Pass):
     strategy_doc: ClassVar[str] = ""
 
     def cost(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> Cost:
+        """Static cost figures of lowering `node` this way, computed without rewriting anything."""
         raise NotImplementedError
 
     def check(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> None:
@@ -76,6 +80,7 @@ class LoweringStrategy(Pass):
         raise NotImplementedError
 
     def lower_node(self, graph: Graph, node: Node) -> None:
+        """Check, rewrite and replace one ConvTranspose node (raises Declined when `check` refuses)."""
         geometry = node_geometry(node)
         assert isinstance(geometry, ConvTransposeGeometry)
         self.check(graph, node, geometry)
@@ -84,6 +89,7 @@ class LoweringStrategy(Pass):
         graph.remove_node(node)
 
     def run(self, graph: Graph) -> PassResult:
+        """Lower every ConvTranspose node of the graph with this strategy."""
         nodes = graph.nodes_of("ConvTranspose")
         for node in nodes:
             self.lower_node(graph, node)
@@ -94,6 +100,7 @@ class LoweringStrategy(Pass):
 
 
 def ints(values) -> np.ndarray:
+    """An int64 array, the type ONNX wants for shape, pad and index operands."""
     return np.asarray(list(values), dtype=np.int64)
 
 
@@ -169,4 +176,5 @@ def add_bias(graph: Graph, y: Value, b: Value | None, rank: int, before: Node) -
 
 
 def total(values) -> int:
+    """The product of `values` (1 for none): element counts of shapes and kernels."""
     return math.prod(values)
