@@ -56,8 +56,8 @@ __all__ = [
 
 # Names whose modules load on first use (they pull in heavier dependencies).
 _LAZY = {
-    "adjoint": ("lowering.adjoint", "adjoint"),
-    "as_operator": ("lowering.adjoint", "as_operator"),
+    "adjoint": ("lowering.transposition", "adjoint"),
+    "as_operator": ("lowering.transposition", "as_operator"),
     "from_torch": ("lowering.frontends.torch", "from_torch"),
 }
 
@@ -69,4 +69,3 @@ def __getattr__(name: str):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'lowering' has no attribute '{name}'")
-

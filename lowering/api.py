@@ -1,7 +1,9 @@
 """`lower(graph, strategy=...)`: the one call that rewrites every ConvTranspose of a graph.
 
 It runs the standard pipeline `canonicalize, <strategy>, fold-constants, dce` on a copy of the
-graph (the caller's graph is never modified), verifying after each pass.
+graph (the caller's graph is never modified), verifying after each pass. With `fold_bn=True`, and
+always for `auto`, `fold-batchnorm` runs before the lowering, so each Conv / ConvTranspose followed
+by an inference-mode BatchNormalization is lowered as one convolution with adjusted weights.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ def strategy_names() -> list[str]:
     return list(STRATEGIES)
 
 
-def pipeline_for(strategy: str) -> str:
-    return f"canonicalize,{strategy},fold-constants,dce"
+def pipeline_for(strategy: str, *, fold_bn: bool = False) -> str:
+    """The standard pipeline of `strategy`; `auto` always folds BatchNormalization first."""
+    fold = "fold-batchnorm," if fold_bn or strategy == "auto" else ""
+    return f"canonicalize,{fold}{strategy},fold-constants,dce"
 
 
 def lower(
@@ -29,21 +33,26 @@ def lower(
     verify: bool = True,
     print_after_all: bool = False,
     pipeline: str | None = None,
+    fold_bn: bool = False,
     **options: Any,
 ):
     """Return a copy of `graph` with every ConvTranspose lowered by `strategy`.
 
     `options` go to every pass of the pipeline that has a field of that name (e.g.
     `budget_bytes=` for matrix, `form=` for subpixel, `backend=` for auto). `pipeline` replaces
-    the standard pipeline by a comma-separated list of pass names. The returned graph carries the
-    run's notes (auto's explanations) in `graph.meta["lowering_notes"]`.
+    the standard pipeline by a comma-separated list of pass names. `fold_bn` folds each
+    BatchNormalization into the convolution before it first (`auto` always does); with `pipeline`
+    it puts `fold-batchnorm` in front of the given passes. The returned graph carries the run's
+    notes (auto's explanations, BatchNormalizations left unfolded) in `graph.meta["lowering_notes"]`.
     """
     from passes import STRATEGIES, PassManager, parse_pipeline
 
     if pipeline is None:
         if strategy not in STRATEGIES:
             raise LoweringError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
-        pipeline = pipeline_for(strategy)
+        pipeline = pipeline_for(strategy, fold_bn=fold_bn)
+    elif fold_bn:
+        pipeline = f"fold-batchnorm,{pipeline}"
     passes = parse_pipeline(pipeline, options)
     used = {name for p in passes for name in p.options()}
     unknown = sorted(set(options) - used)

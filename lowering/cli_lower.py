@@ -19,6 +19,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="onnx", help="target backend auto optimises for (default onnx)")
     parser.add_argument("--matrix-budget", type=int, metavar="BYTES", help="memory budget of the matrix strategy")
     parser.add_argument("--form", choices=["auto", "fused", "per-phase"], help="subpixel form")
+    parser.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold each BatchNormalization into the Conv / ConvTranspose before it, before lowering (auto always does)",
+    )
     parser.add_argument("--tune", action="store_true", help="auto: measure candidates on the backend (cached)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device auto --tune measures on")
     parser.add_argument("--print-after-all", action="store_true", help="print the IR after every pass (stderr)")
@@ -34,7 +39,8 @@ def lowering_options(args: argparse.Namespace) -> dict:
         options["budget_bytes" if strategy == "matrix" else "matrix_budget"] = args.matrix_budget
     if args.form is not None:
         options["form"] = args.form
-    if strategy == "auto":
+    runs_auto = strategy == "auto" if args.pipeline is None else "auto" in args.pipeline.split(",")
+    if runs_auto:
         options["backend"] = args.backend
         if getattr(args, "tune", False):
             options.update(tune=True, device=args.device)
@@ -56,6 +62,7 @@ def _lower(args: argparse.Namespace) -> int:
         pipeline=args.pipeline,
         verify=not args.no_verify,
         print_after_all=args.print_after_all,
+        fold_bn=args.fold_bn,
         **lowering_options(args),
     )
     model = to_onnx(lowered, opset=args.opset)
@@ -63,9 +70,13 @@ def _lower(args: argparse.Namespace) -> int:
     if args.explain:
         _explain(graph, lowered, args)
     after = len(lowered.nodes_of("ConvTranspose"))
-    print(
-        f"lowered {before} ConvTranspose node(s) with '{args.strategy}' ({after} left); wrote {output}", file=sys.stderr
-    )
+    if before == 0:
+        print(f"no ConvTranspose node to lower; wrote {output}", file=sys.stderr)
+    else:
+        print(
+            f"lowered {before} ConvTranspose node(s) with '{args.strategy}' ({after} left); wrote {output}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -74,7 +85,8 @@ def _explain(graph, lowered, args: argparse.Namespace) -> None:
     notes = lowered.meta.get("lowering_notes") or []
     if notes:
         print("\n".join(notes))
-        return
+    if args.strategy == "auto" and any(not note.startswith("fold-batchnorm:") for note in notes):
+        return  # auto's notes are its per-node explanations
     from passes import STRATEGIES
     from passes.canonicalize import Canonicalize
 

@@ -68,6 +68,10 @@ def digest(array: np.ndarray) -> str:
 
 
 def _attr(value: Any) -> str:
+    if type(value).__name__ == "AttributeProto":  # an opaque node's raw ONNX attribute: print its value
+        from .frontends.onnx import attribute_value
+
+        return _attr(attribute_value(value))
     if isinstance(value, np.ndarray):
         return f"{format_type(value.shape, value.dtype.name)} {_dense(value)}"
     if isinstance(value, bool):

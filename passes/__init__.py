@@ -8,8 +8,8 @@ from .base import PASSES, Pass, PassManager, PassResult, get_pass, parse_pipelin
 from .strategy import STRATEGIES, Cost, Declined, LoweringStrategy, register_strategy
 
 # Registration happens on import.
-from . import canonicalize, dce, fold_constants  # noqa: F401  isort: skip
-from . import zero_insertion, matrix, col2im, subpixel, auto  # noqa: F401  isort: skip
+from . import canonicalize, dce, fold_batchnorm, fold_constants  # noqa: F401  isort: skip
+from . import zero_insertion, matrix, col2im, subpixel, auto, adjoint  # noqa: F401  isort: skip
 
 __all__ = [
     "PASSES",

@@ -255,6 +255,21 @@ def _constant(ctx: _Context, node: Node, a: list[str]) -> str:
     return _literal(np.asarray(constant_attr_value(node)))
 
 
+def _nearest_upsample(ctx: _Context, node: Node, a: list[str]) -> str:
+    scales = list(node.attr("scales"))
+    return a[0] + "".join(f".repeat({s}, axis={axis})" for axis, s in enumerate(scales, start=2) if s > 1)
+
+
+def _sum_pool(ctx: _Context, node: Node, a: list[str]) -> str:
+    kernel = list(node.attr("kernel_shape"))
+    spatial = node.inputs[0].shape[2:]
+    outs = [dim // k for dim, k in zip(spatial, kernel, strict=True)]
+    crop = ", ".join(f":{o * k}" for o, k in zip(outs, kernel, strict=True))
+    split = ", ".join(f"{o}, {k}" for o, k in zip(outs, kernel, strict=True))
+    axes = tuple(3 + 2 * axis for axis in range(len(kernel)))
+    return f"{a[0]}[..., {crop}].reshape({a[0]}.shape[0], {a[0]}.shape[1], {split}).sum(axis={axes})"
+
+
 EMITTERS: dict[str, Emitter] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
@@ -287,6 +302,8 @@ EMITTERS: dict[str, Emitter] = {
     "Gather": _gather,
     "ScatterND": _scatter_nd,
     "SparseMatMul": _sparse_matmul,
+    "NearestUpsample": _nearest_upsample,
+    "SumPool": _sum_pool,
 }
 
 # Inputs an emitter reads at code-generation time (shapes, pads, ...), so they need no variable.

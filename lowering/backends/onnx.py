@@ -4,6 +4,10 @@ Nodes are written in the layout of the target opset by a per-op table of downgra
 project's own ops (Flip, InteriorPad, Im2Col) are expanded into standard ONNX ops first, so every
 written model runs in any ONNX runtime. Facts kept from an imported model (producer, metadata,
 opset imports of other domains) are written back unchanged.
+
+Opaque nodes (ops the IR has no definition for, carried through from an imported model) are
+written as they came: same op, domain, name and raw attributes. They are written at another opset
+than their source's only when ONNX's definition of the op is the same at both.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import AttributeProto, helper, numpy_helper
 
 from .. import dtypes
 from ..errors import UnsupportedError
@@ -29,6 +33,10 @@ MIN_OPSET_FOR = {"Col2Im": 18, "ScatterND": 16}  # ScatterND: its reduction attr
 
 
 def _value_info(value: Value) -> onnx.ValueInfoProto:
+    if value.dtype is None:
+        raise UnsupportedError(
+            f"value '{value.name}' has no known element type; ONNX needs one for graph inputs and outputs"
+        )
     shape = None if value.shape is None else [d if isinstance(d, (int, str)) else None for d in value.shape]
     return helper.make_tensor_value_info(value.name, dtypes.to_onnx(value.dtype or "float32"), shape)
 
@@ -78,9 +86,64 @@ DOWNGRADES: dict[str, Downgrade] = {
 }
 
 
+def _plain_attribute(node: Node, key: str, value: Any) -> AttributeProto:
+    """An opaque node's attribute given as a plain value (e.g. parsed from the text form)."""
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(key, numpy_helper.from_array(value))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+        return helper.make_attribute(key, [numpy_helper.from_array(v) for v in value])
+    if isinstance(value, (list, tuple)) and not value:
+        raise UnsupportedError(f"{node.label}: attribute '{key}' is an empty list whose element type is unknown")
+    return helper.make_attribute(key, value)
+
+
+def _opaque_attribute(node: Node, key: str, value: Any) -> AttributeProto:
+    if isinstance(value, AttributeProto):
+        copied = AttributeProto()
+        copied.CopyFrom(value)
+        copied.name = key
+        return copied
+    return _plain_attribute(node, key, value)
+
+
 class _Writer:
     def __init__(self, graph: Graph, opset: int) -> None:
         self.graph, self.opset = graph, opset
+        self.source_opset: int | None = graph.meta.get("opset")
+        outputs = {id(v) for v in graph.outputs}
+        self.omitted = {
+            name
+            for name in graph.meta.get("omitted_outputs", [])
+            if graph.has_value(name) and not graph.value(name).uses and id(graph.value(name)) not in outputs
+        }
+
+    def check_opaque_opset(self, node: Node) -> None:
+        """An opaque default-domain op keeps its source layout: refuse an opset where its definition differs."""
+        source = self.source_opset
+        if node.domain or source is None or source == self.opset:
+            return
+        try:
+            before = onnx.defs.get_schema(node.op, source, "").since_version
+            after = onnx.defs.get_schema(node.op, self.opset, "").since_version
+        except onnx.defs.SchemaError:
+            before, after = None, -1
+        if before != after:
+            raise UnsupportedError(
+                f"{node.label}: op {node.op} is carried through unchanged from opset {source} and ONNX defines it "
+                f"differently at opset {self.opset}; write the model at opset {source}"
+            )
+
+    def opaque(self, node: Node, names: list[str]) -> onnx.NodeProto:
+        self.check_opaque_opset(node)
+        proto = helper.make_node(
+            node.op,
+            names,
+            ["" if v.name in self.omitted else v.name for v in node.outputs],
+            name=node.name or None,
+            domain=node.domain or None,
+        )
+        proto.attribute.extend(_opaque_attribute(node, key, value) for key, value in node.attrs.items())
+        return proto
 
     def constant_of(self, value: Value | None) -> np.ndarray:
         data = self.graph.constant_value(value)
@@ -93,6 +156,8 @@ class _Writer:
         names = ["" if v is None else v.name for v in node.inputs]
         while names and not names[-1]:
             names.pop()
+        if opdef is None:
+            return self.opaque(node, names)
         attrs = dict(node.attrs)
         needed = MIN_OPSET_FOR.get(node.op, 0)
         if self.opset < needed:
@@ -134,7 +199,12 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     inputs = [_value_info(v) for v in graph.inputs] + [_value_info(v) for v in listed]
     outputs = [_value_info(v) for v in graph.outputs]
     output_ids = {id(v) for v in graph.outputs}
-    value_info = [_value_info(v) for node in graph.nodes for v in node.outputs if id(v) not in output_ids]
+    value_info = [
+        _value_info(v)
+        for node in graph.nodes
+        for v in node.outputs
+        if id(v) not in output_ids and v.dtype is not None and v.name not in writer.omitted
+    ]
     nodes = [writer.node(n) for n in graph.nodes]
     # a constant that a downgrade turned into an attribute (Split's sizes below opset 13) is read by no
     # written node any more; runtimes warn about such initializers, so it is left out
@@ -153,6 +223,9 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         doc_string=meta.get("graph_doc_string") or None,
     )
     imports = {d: v for d, v in meta.get("opset_imports", {}).items() if d not in ("", "ai.onnx")}
+    for node in graph.nodes:  # an opaque op of a domain the graph never imported (e.g. built from text)
+        if node.domain and node.opdef is None:
+            imports.setdefault(node.domain, 1)
     imports[""] = target
     opset_imports = [helper.make_opsetid(d, v) for d, v in sorted(imports.items())]
     model = helper.make_model(
@@ -162,7 +235,8 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         producer_version=meta.get("producer_version") or "",
     )
     model.ir_version = max(
-        meta.get("ir_version", 0) if opset is None else 0, helper.find_min_ir_version_for(opset_imports)
+        meta.get("ir_version", 0) if opset is None else 0,
+        helper.find_min_ir_version_for(opset_imports, ignore_unknown=True),
     )
     if meta.get("model_domain"):
         model.domain = meta["model_domain"]

@@ -5,8 +5,9 @@
                             + Reshape (merge) + Slice (drop the trailing zeros)
 - Im2Col(x, block)       -> depthwise Conv with one-hot kernels (output channel c·Πb + tap picks
                             tap `tap` of channel c) + Reshape to (N, C·Πb, L)
-- NearestUpsample(x, s)  -> Gather with indices arange(i·s) // s on each spatial axis with s > 1
-- SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (exact: products by 1)
+- NearestUpsample(x, s)  -> depthwise ConvTranspose with all-ones s-kernels, stride s
+- SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (both exact: products by 1,
+                            and each other's transpose, so a written model can be transposed again)
 """
 
 from __future__ import annotations
@@ -95,12 +96,10 @@ def _im2col(graph: Graph, node: Node) -> Value:
 
 def _nearest_upsample(graph: Graph, node: Node) -> Value:
     x = node.inputs[0]
-    y = x
-    for axis, s in enumerate(node.attr("scales"), start=2):
-        if s > 1:
-            index = np.arange(x.shape[axis] * s, dtype=np.int64) // s
-            y = graph.op("Gather", y, graph.const(index, "upsample_index"), axis=axis, before=node)
-    return y if y is not x else graph.op("Identity", x, before=node)
+    scales = list(node.attr("scales"))
+    channels = x.shape[1]
+    ones = graph.const(np.ones((channels, 1, *scales), dtype=x.dtype), "upsample_ones")
+    return graph.op("ConvTranspose", x, ones, group=channels, kernel_shape=scales, strides=scales, before=node)
 
 
 def _sum_pool(graph: Graph, node: Node) -> Value:

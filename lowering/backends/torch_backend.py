@@ -625,6 +625,23 @@ def _sparse_matmul(b: _Builder, node: Node) -> Any:
     return b.call(sparse_matmul, a, b.buffer(matrix_t, node.inputs[1].name + "_csr"))
 
 
+def _nearest_upsample(b: _Builder, node: Node) -> Any:
+    y = b.value(node.inputs[0])
+    for axis, s in enumerate(node.attr("scales"), start=2):
+        if s > 1:
+            y = b.method("repeat_interleave", y, s, axis)
+    return y
+
+
+def _sum_pool(b: _Builder, node: Node) -> Any:
+    """A depthwise convolution with all-ones windows, stride = window: exact sums, any batch, 1-D to 3-D."""
+    x = node.inputs[0]
+    kernel = list(node.attr("kernel_shape"))
+    fn = _spatial_fn(node, len(kernel), "conv")
+    ones = b.buffer(np.ones((x.shape[1], 1, *kernel), dtype=x.dtype), "sum_pool_ones")
+    return b.call(fn, b.value(x), ones, stride=tuple(kernel), groups=x.shape[1])
+
+
 EMITTERS: dict[str, Emitter] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
@@ -657,6 +674,8 @@ EMITTERS: dict[str, Emitter] = {
     "Gather": _gather,
     "ScatterND": _scatter_nd,
     "SparseMatMul": _sparse_matmul,
+    "NearestUpsample": _nearest_upsample,
+    "SumPool": _sum_pool,
 }
 
 

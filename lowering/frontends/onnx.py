@@ -4,6 +4,12 @@ Old-opset encodings (attributes that later became inputs) are rewritten to the c
 the way in, by a per-op table, so the rest of the project sees one form of every op. What the IR
 does not model (producer, opset imports, metadata, value_info names) is kept in `graph.meta` and
 written back by `to_onnx`.
+
+Whole models come in whole: a node whose op the IR has no definition for (Softmax, Resize, an op
+of another domain, ...) becomes an *opaque* node. It keeps its raw `onnx.AttributeProto`s in
+`node.attrs` (written back verbatim by `to_onnx`), and its output types come from ONNX shape
+inference or the model's value_info. Passes leave opaque nodes alone, the ONNX backend writes them
+unchanged, and the NumPy and PyTorch backends refuse them by op and node name.
 """
 
 from __future__ import annotations
@@ -52,7 +58,22 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{label} fails the ONNX checker: {first}") from None
+    _check_names_are_text(model.graph, label)
     return model
+
+
+def _check_names_are_text(onnx_graph: onnx.GraphProto, label: str) -> None:
+    """protobuf hands back a string field that is not valid UTF-8 as bytes; the checker lets it through."""
+    for index, node in enumerate(onnx_graph.node):
+        for what, text in (("name", node.name), ("op type", node.op_type), ("domain", node.domain)):
+            if isinstance(text, bytes):
+                raise ModelLoadError(f"{label}: node {index}: its {what} {text!r} is not valid UTF-8")
+        for text in (*node.input, *node.output):
+            if isinstance(text, bytes):
+                raise ModelLoadError(f"{label}: node {index}: value name {text!r} is not valid UTF-8")
+    for info in (*onnx_graph.input, *onnx_graph.output, *onnx_graph.initializer, *onnx_graph.value_info):
+        if isinstance(info.name, bytes):
+            raise ModelLoadError(f"{label}: value name {info.name!r} is not valid UTF-8")
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -81,11 +102,77 @@ def _shape(
     return tuple(dims), dtype
 
 
-def _anonymous_dims(onnx_graph: onnx.GraphProto) -> Callable[[], str]:
-    """Distinct names for unnamed input dims: two unknown sizes must not be bound to each other."""
-    taken = {d.dim_param for v in onnx_graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
-    names = (f"unk__{k}" for k in itertools.count() if f"unk__{k}" not in taken)
-    return lambda: next(names)
+class _AnonymousDims:
+    """Distinct names for unnamed dims: two unknown sizes must not be bound to each other.
+
+    Called, it gives a fresh name; `fresh` lists the names given, which a graph output's declared
+    dims may later replace (see `_name_anonymous_dims`).
+    """
+
+    def __init__(self, onnx_graph: onnx.GraphProto) -> None:
+        infos = (*onnx_graph.input, *onnx_graph.output, *onnx_graph.value_info)
+        self.taken = {d.dim_param for v in infos for d in v.type.tensor_type.shape.dim if d.dim_param}
+        self.fresh: set[str] = set()
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        while True:
+            name = f"unk__{next(self._counter)}"
+            if name not in self.taken:
+                self.taken.add(name)
+                self.fresh.add(name)
+                return name
+
+
+def _name_anonymous_dims(graph: Graph, declared: dict[str, tuple[int | str | None, ...]], fresh: set[str]) -> None:
+    """Where a graph output's dim is one this module had to name (an opaque op's output that ONNX
+    inference could not size) and the model declares it, use the declared size or name everywhere
+    that dim occurs. Each fresh name stands for one unknown size, so the renaming stays consistent."""
+    rename: dict[str, int | str] = {}
+    conflicting: set[str] = set()
+    for value in graph.outputs:
+        want = declared.get(value.name)
+        if value.shape is None or want is None or len(want) != len(value.shape):
+            continue
+        for have, new in zip(value.shape, want, strict=True):
+            anonymous = isinstance(have, str) and have in fresh and new is not None and new != have
+            if anonymous and rename.setdefault(have, new) != new:  # type: ignore[arg-type]
+                conflicting.add(have)  # type: ignore[arg-type]
+    for name in conflicting:
+        del rename[name]
+    if not rename:
+        return
+    for value in graph.values():
+        if value.shape is not None and any(isinstance(d, str) and d in rename for d in value.shape):
+            value.shape = tuple(rename.get(d, d) if isinstance(d, str) else d for d in value.shape)
+
+
+def attribute_value(attr: AttributeProto) -> Any:
+    """The plain Python value of an ONNX attribute (how the text form prints an opaque node's attribute)."""
+    if attr.type == AttributeProto.TENSOR:
+        return numpy_helper.to_array(attr.t)
+    if attr.type == AttributeProto.TENSORS:
+        return [numpy_helper.to_array(t) for t in attr.tensors]
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+SUBGRAPH_ATTRIBUTES = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+
+
+def _opaque_attribute(attr: AttributeProto) -> AttributeProto:
+    if attr.type in SUBGRAPH_ATTRIBUTES:
+        # a subgraph may read values of the enclosing graph by name, which passes cannot see
+        raise UnsupportedError(
+            f"attribute '{attr.name}' holds a subgraph; control flow (If, Loop, Scan) is not supported"
+        )
+    copied = AttributeProto()
+    copied.CopyFrom(attr)
+    return copied
 
 
 def _attribute(attr: AttributeProto) -> Any:
@@ -157,6 +244,76 @@ UPGRADES: dict[str, tuple[int, Upgrade]] = {
 }
 
 
+class _InferredTypes:
+    """Types of intermediate values, for the outputs of opaque nodes: ONNX shape inference first
+    (run once, on the first opaque node), then the model's own value_info and graph outputs."""
+
+    def __init__(self, model: onnx.ModelProto, anonymous: _AnonymousDims) -> None:
+        self.model, self.anonymous = model, anonymous
+        self.types: dict[str, onnx.TypeProto] | None = None
+
+    def _collect(self) -> dict[str, onnx.TypeProto]:
+        declared = [*self.model.graph.value_info, *self.model.graph.output]
+        try:
+            inferred = list(onnx.shape_inference.infer_shapes(self.model, data_prop=True).graph.value_info)
+        except Exception:  # inference refuses some models (e.g. above 2 GiB, unknown domains): fall back
+            inferred = []
+        for info in inferred:  # names ONNX inference made up for unknown dims are anonymous too
+            for dim in info.type.tensor_type.shape.dim:
+                if dim.dim_param and dim.dim_param not in self.anonymous.taken:
+                    self.anonymous.taken.add(dim.dim_param)
+                    self.anonymous.fresh.add(dim.dim_param)
+        types: dict[str, onnx.TypeProto] = {}
+        for info in (*declared, *inferred):  # inference refines what the model declares
+            if info.type.WhichOneof("value") is not None:
+                types[info.name] = info.type
+        return types
+
+    def __call__(self, name: str, label: str) -> tuple[tuple[int | str, ...] | None, str | None]:
+        if self.types is None:
+            self.types = self._collect()
+        type_proto = self.types.get(name)
+        if type_proto is None:
+            return None, None
+        try:
+            return _shape(type_proto, self.anonymous)
+        except UnsupportedError as error:
+            raise UnsupportedError(f"{label}: output '{name}': {error}") from None
+
+
+def _default_domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def _node_kind(proto: onnx.NodeProto, label: str) -> str:
+    """'known' (an op of the registry, in its domain) or 'opaque'; an op that shadows one is refused."""
+    domain = _default_domain(proto.domain)
+    opdef = lookup(proto.op_type)
+    if opdef is None:
+        return "opaque"
+    if opdef.domain == domain:
+        return "known"
+    # ops are looked up by name alone, so a foreign op may not borrow the name of a defined one
+    raise UnsupportedError(
+        f"{label}: op '{domain + '::' if domain else ''}{proto.op_type}' is not supported "
+        f"(its name is that of the {'ONNX' if not opdef.domain else opdef.domain} op {proto.op_type})"
+    )
+
+
+def _output_names(graph: Graph, proto: onnx.NodeProto) -> tuple[list[str], list[str]]:
+    """Output names with trailing omitted outputs dropped; an omitted output before a present one gets
+    a fresh name, listed second so the writer can omit it again."""
+    outputs = list(proto.output)
+    while outputs and not outputs[-1]:
+        outputs.pop()
+    omitted = []
+    for index, name in enumerate(outputs):
+        if not name:
+            outputs[index] = graph.fresh_name(f"{proto.name or proto.op_type.lower()}_omitted_{index}")
+            omitted.append(outputs[index])
+    return outputs, omitted
+
+
 def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     """Build a Graph from an ONNX model file or ModelProto (checked, shapes inferred and verified)."""
     model = load_model(source)
@@ -181,7 +338,7 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     for tensor in onnx_graph.initializer:
         graph.add_initializer(tensor.name, numpy_helper.to_array(tensor))
     listed_initializers = []
-    anonymous = _anonymous_dims(onnx_graph)
+    anonymous = _AnonymousDims(onnx_graph)
     for proto in onnx_graph.input:
         if proto.name in initializer_names:
             listed_initializers.append(proto.name)  # old exporters list weights as inputs too
@@ -191,14 +348,16 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     if listed_initializers:
         graph.meta["initializer_inputs"] = listed_initializers
 
+    inferred_types = _InferredTypes(model, anonymous)
+    omitted_outputs: list[str] = []
     for index, proto in enumerate(onnx_graph.node):
         label = f"{proto.op_type} '{proto.name}'" if proto.name else f"{proto.op_type} (node {index})"
-        if proto.domain not in ("", "ai.onnx") or lookup(proto.op_type) is None or lookup(proto.op_type).domain:
-            raise UnsupportedError(
-                f"{label}: op '{proto.domain + '::' if proto.domain else ''}{proto.op_type}' is not supported"
-            )
+        known = _node_kind(proto, label) == "known"
         try:
-            attrs = {a.name: _attribute(a) for a in proto.attribute}
+            if known:
+                attrs = {a.name: _attribute(a) for a in proto.attribute}
+            else:
+                attrs = {a.name: _opaque_attribute(a) for a in proto.attribute}
         except UnsupportedError as error:
             raise UnsupportedError(f"{label}: {error}") from None
         inputs: list[Value | None] = []
@@ -209,6 +368,20 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
                 raise ModelLoadError(f"{label}: input '{name}' is not defined before it is used")
             else:
                 inputs.append(graph.value(name))
+        if not known:
+            outputs, omitted = _output_names(graph, proto)
+            omitted_outputs += omitted
+            types = [inferred_types(name, label) for name in outputs]
+            graph.add_node(
+                proto.op_type,
+                inputs,
+                attrs,
+                outputs=outputs,
+                name=proto.name,
+                domain=_default_domain(proto.domain),
+                output_types=types,
+            )
+            continue
         first_current, upgrade = UPGRADES.get(proto.op_type, (0, None))
         if upgrade is not None and opset < first_current:
             inputs, attrs = upgrade(graph, inputs, attrs, opset)
@@ -223,17 +396,21 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
             message = str(error)
             raise type(error)(message if proto.name or message.startswith(label) else f"{label}: {message}") from None
 
+    declared_outputs: dict[str, tuple[int | str | None, ...]] = {}
     for proto in onnx_graph.output:
         if not graph.has_value(proto.name):
             raise ModelLoadError(f"graph output '{proto.name}' is not produced by any node")
         value = graph.value(proto.name)
-        declared, _ = _shape(proto.type)
-        if declared is not None and value.shape is not None and len(declared) == len(value.shape):
-            # keep the exporter's symbolic names where inference only knows "some size"
-            value.shape = tuple(
-                d if isinstance(v, str) and isinstance(d, str) else v
-                for d, v in zip(declared, value.shape, strict=True)
-            )
+        declared, declared_dtype = _shape(proto.type)
+        if value.dtype is None:  # an opaque node's output that inference could not type
+            value.dtype = declared_dtype
+        if value.shape is None:
+            value.shape = _shape(proto.type, anonymous)[0]
+        elif declared is not None:
+            declared_outputs[value.name] = declared
         graph.outputs.append(value)
+    _name_anonymous_dims(graph, declared_outputs, anonymous.fresh)
     graph.meta["value_info"] = [vi.name for vi in onnx_graph.value_info]
+    if omitted_outputs:
+        graph.meta["omitted_outputs"] = omitted_outputs
     return graph

@@ -13,7 +13,7 @@ from .registry import (
 )
 
 # Registration happens on import; the order is the order of the catalogue.
-from . import conv, elementwise, indexing, layout, linalg, sparse, tensor, windows  # noqa: F401  isort: skip
+from . import conv, elementwise, indexing, layout, linalg, pooling, sparse, tensor, windows  # noqa: F401  isort: skip
 
 __all__ = [
     "Attr",

@@ -159,3 +159,48 @@ def _ref_conv_transpose(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
 def _ref_conv(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> list[np.ndarray]:
     geometry = node_geometry(node, x.shape, w.shape, None if b is None else b.shape)
     return [conv_reference(x, w, b, geometry)]  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- transpose rules
+
+
+@conv.transpose
+def _transpose_conv(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Conv -> ConvTranspose with the same weights, strides, dilations, pads and group; output_padding
+    gives back the remainder the Conv's floor dropped, so the result has the Conv's input shape."""
+    ctx.require_no_bias(2)
+    g = node_geometry(node).adjoint()
+    attrs = {
+        "dilations": list(g.dilations),
+        "group": g.group,
+        "kernel_shape": list(g.kernel),
+        "pads": g.pads,
+        "strides": list(g.strides),
+    }
+    if any(g.output_padding):
+        attrs["output_padding"] = list(g.output_padding)
+    return {0: ctx.op("ConvTranspose", cotangents[0], ctx.constant(node.inputs[1]), **attrs)}
+
+
+@conv_transpose.transpose
+def _transpose_conv_transpose(ctx, node: Node, cotangents) -> dict[int, object]:
+    """ConvTranspose -> Conv with the same weights and pads (p_begin, p_end − output_padding).
+
+    A negative pad (a crop) is not valid on a Conv in ONNX, so then all padding moves into a Pad in
+    front of it; the padded size is s·(i − 1) + K, at least the kernel.
+    """
+    ctx.require_no_bias(2)
+    g = node_geometry(node).adjoint()
+    z = cotangents[0]
+    pads = g.pads
+    if min(pads) < 0:
+        z = ctx.pad(z, [0, 0, *g.pads_begin], [0, 0, *g.pads_end])
+        pads = [0] * len(pads)
+    attrs = {
+        "dilations": list(g.dilations),
+        "group": g.group,
+        "kernel_shape": list(g.kernel),
+        "pads": pads,
+        "strides": list(g.strides),
+    }
+    return {0: ctx.op("Conv", z, ctx.constant(node.inputs[1]), **attrs)}

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Node
-from .registry import Attr, InferContext, TensorType, define
+from .registry import Attr, InferContext, TensorType, define, lookup
 from .shapes import broadcast
 
 # --------------------------------------------------------------------------- binary, broadcasting
@@ -41,6 +41,10 @@ def _binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> No
 
 for _name, _fn in BINARY.items():
     _binary(_name, _fn)
+
+# Add and Sub are linear in both operands together; Mul in either one (the other constant); Div in A.
+for _name, _linear in {"Add": (0, 1), "Sub": (0, 1), "Mul": (0, 1), "Div": (0,)}.items():
+    lookup(_name).linear_inputs = _linear
 
 
 # --------------------------------------------------------------------------- unary activations
@@ -117,6 +121,7 @@ batch_norm = define(
         "momentum": Attr("float", 0.9, "training only; ignored in inference"),
         "training_mode": Attr("int", 0, "only 0 (inference) is supported"),
     },
+    linear_inputs=(0,),  # when its shift B − mean·scale/√(var + ε) is zero
     doc="Inference-mode batch normalisation over axis 1.",
 )
 
@@ -141,3 +146,77 @@ def _(node: Node, x, scale, bias, mean, var) -> list[np.ndarray]:
     per_channel = (-1, *([1] * (x.ndim - 2)))
     inv = scale / np.sqrt(var + node.attr("epsilon"))
     return [(x - mean.reshape(per_channel)) * inv.reshape(per_channel) + bias.reshape(per_channel)]
+
+
+# --------------------------------------------------------------------------- transpose rules
+
+
+def _unbroadcast(ctx, node: Node, index: int) -> None:
+    """A broadcast operand's transpose would need a sum over the broadcast axes: refused."""
+    x, y = node.inputs[index], node.outputs[0]
+    if tuple(x.shape) != tuple(y.shape):
+        ctx.refuse(
+            f"broadcasts input {index} ('{x.name}') from {list(x.shape)} to {list(y.shape)}; its transpose "
+            "would sum over the broadcast axes, which has no rule here"
+        )
+
+
+def _no_constant_term(ctx, node: Node) -> None:
+    for index, value in enumerate(node.inputs):
+        if not ctx.is_active(value) and np.any(ctx.array(value) != 0):
+            ctx.refuse(
+                f"adds the constant '{value.name}' (input {index}), a bias: the op is affine, not linear; "
+                "drop biases first with --strip-bias (strip_bias=True) to transpose the linear part"
+            )
+
+
+def _transpose_add(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Add (fan-in) <-> fan-out: both operands receive the cotangent; Sub negates the second."""
+    _no_constant_term(ctx, node)
+    out: dict[int, object] = {}
+    for index, value in enumerate(node.inputs):
+        if ctx.is_active(value):
+            _unbroadcast(ctx, node, index)
+            z = cotangents[0]
+            if node.op == "Sub" and index == 1:
+                z = ctx.op("Mul", z, ctx.const(np.asarray(-1, dtype=value.dtype), "minus_one"))
+            out[index] = z
+    return out
+
+
+lookup("Add").transpose(_transpose_add)
+lookup("Sub").transpose(_transpose_add)
+
+
+@lookup("Mul").transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Multiplication by a constant is diagonal, so self-adjoint: Ā = Ȳ·C."""
+    a, b = (ctx.is_active(v) for v in node.inputs)
+    if a and b:
+        ctx.refuse("multiplies two values that both depend on the graph inputs, so it is bilinear, not linear")
+    index = 0 if a else 1
+    _unbroadcast(ctx, node, index)
+    return {index: ctx.op("Mul", cotangents[0], ctx.constant(node.inputs[1 - index]))}
+
+
+@lookup("Div").transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Division by a constant: Ā = Ȳ / C."""
+    if not dtypes.is_float(node.inputs[0].dtype):
+        ctx.refuse(f"integer division ({node.inputs[0].dtype}) truncates, so it is not linear")
+    _unbroadcast(ctx, node, 0)
+    return {0: ctx.op("Div", cotangents[0], ctx.constant(node.inputs[1]))}
+
+
+@batch_norm.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Without a shift, inference BatchNormalization is a per-channel scale, so it is its own transpose."""
+    scale, bias, mean, var = (ctx.array(v).astype(np.float64) for v in node.inputs[1:5])
+    shift = bias - mean * scale / np.sqrt(var + node.attr("epsilon"))
+    if np.any(shift != 0):
+        ctx.refuse(
+            "has a shift (B − mean·scale/√(var + ε) is not zero), so it is affine, not linear; "
+            "drop it first with --strip-bias (strip_bias=True) to transpose the per-channel scale"
+        )
+    constants = [ctx.constant(v) for v in node.inputs[1:5]]
+    return {0: ctx.op("BatchNormalization", cotangents[0], *constants, epsilon=node.attr("epsilon"))}

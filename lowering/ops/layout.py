@@ -64,3 +64,25 @@ def _(node: Node, x) -> list[np.ndarray]:
     n, c, h, w = x.shape
     t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
     return [t.reshape(n, c * b * b, h // b, w // b)]
+
+
+# --------------------------------------------------------------------------- transpose rules
+# Both ops only permute elements, so each transpose is the inverse permutation.
+
+
+@depth_to_space.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """DCR: SpaceToDepth is its inverse. CRD: undo the interleave with Reshape, Transpose, Reshape."""
+    b = node.attr("blocksize")
+    z = cotangents[0]
+    if node.attr("mode") == "DCR":
+        return {0: ctx.op("SpaceToDepth", z, blocksize=b)}
+    _, c, h, w = node.inputs[0].shape
+    t = ctx.op("Reshape", z, ctx.ints([0, c // (b * b), h, b, w, b], "shape"))
+    t = ctx.op("Transpose", t, perm=[0, 1, 3, 5, 2, 4])
+    return {0: ctx.op("Reshape", t, ctx.ints([0, c, h, w], "shape"))}
+
+
+@space_to_depth.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    return {0: ctx.op("DepthToSpace", cotangents[0], blocksize=node.attr("blocksize"), mode="DCR")}

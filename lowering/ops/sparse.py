@@ -53,3 +53,11 @@ def _(node: Node, a, values, rows, cols) -> list[np.ndarray]:
     matrix = coo(node, values, rows, cols)
     flat = a.reshape(-1, a.shape[-1])
     return [np.asarray((matrix.T @ flat.T).T).reshape(*a.shape[:-1], matrix.shape[1])]
+
+
+@sparse_matmul.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """A · B -> Z · Bᵀ: the same nonzeros with rows and columns exchanged."""
+    k, n = node.attr("shape")
+    values, rows, cols = (ctx.constant(v) for v in node.inputs[1:4])
+    return {0: ctx.op("SparseMatMul", cotangents[0], values, cols, rows, shape=[n, k])}

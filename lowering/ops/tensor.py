@@ -291,7 +291,7 @@ def _(node: Node, data) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- Concat / Split
 
-concat = define("Concat", inputs=("inputs*",), attrs={"axis": Attr("int", required=True)})
+concat = define("Concat", inputs=("inputs*",), attrs={"axis": Attr("int", required=True)}, linear_inputs=(0,))
 
 
 @concat.infer
@@ -438,3 +438,138 @@ def _(node: Node, data) -> list[np.ndarray]:
     out = np.zeros(shape, dtype=data.dtype)
     out[tuple(slice(None, None, z + 1) for z in interior)] = data
     return [out]
+
+
+# --------------------------------------------------------------------------- transpose rules
+# Each rule gets the adjoint-building context (lowering.transposition.TransposeContext), the node and the
+# cotangents of its outputs, and returns {input index: cotangent of that input}.
+
+
+@identity.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    return {0: cotangents[0]}
+
+
+@pad.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Pad with zeros <-> crop: the transpose of padding by p is padding by −p (a crop where p > 0)."""
+    if node.attr("mode") != "constant":
+        ctx.refuse(f"mode '{node.attr('mode')}' is linear but has no transpose rule (only 'constant' has)")
+    fill = node.input(2)
+    if fill is not None and np.any(ctx.array(fill) != 0):
+        ctx.refuse(f"pads with the nonzero constant '{fill.name}', so it is affine, not linear")
+    x = node.inputs[0]
+    axes = None if node.input(3) is None else ctx.array(node.inputs[3])
+    amounts = _pad_amounts(node, len(x.shape), ctx.array(node.inputs[1]), axes)
+    z = cotangents[0]
+    if all(b >= 0 and a >= 0 for b, a in amounts):  # a plain crop: Slice, which every runtime has
+        cropped = [(axis, b, a) for axis, (b, a) in enumerate(amounts) if b or a]
+        if not cropped:
+            return {0: z}
+        starts = [b for _, b, _ in cropped]
+        ends = [b + x.shape[axis] for axis, b, _ in cropped]
+        return {
+            0: ctx.op(
+                "Slice",
+                z,
+                ctx.ints(starts, "starts"),
+                ctx.ints(ends, "ends"),
+                ctx.ints([c[0] for c in cropped], "axes"),
+            )
+        }
+    return {0: ctx.pad(z, [-b for b, _ in amounts], [-a for _, a in amounts])}
+
+
+@slice_op.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """A strided slice <-> scatter into zeros: flip (negative steps), insert step − 1 zeros, pad."""
+    x = node.inputs[0]
+    optional = [None if node.input(i) is None else ctx.array(node.inputs[i]) for i in (3, 4)]
+    slices = slice_indices(node.fail, x.shape, ctx.array(node.inputs[1]), ctx.array(node.inputs[2]), *optional)
+    rank = len(x.shape)
+    flips: list[int] = []
+    interior = [0] * rank
+    begin, end = [0] * rank, [0] * rank
+    for axis, (dim, sl) in enumerate(zip(x.shape, slices, strict=True)):
+        if sl == slice(None):
+            continue
+        picked = range(dim)[sl]
+        if len(picked) == 0:
+            begin[axis] = dim
+            continue
+        if len(picked) > 1:
+            if picked.step < 0:
+                flips.append(axis)
+            interior[axis] = abs(picked.step) - 1
+        low, high = min(picked[0], picked[-1]), max(picked[0], picked[-1])
+        begin[axis], end[axis] = low, dim - 1 - high
+    z = cotangents[0]
+    if flips:
+        z = ctx.op("Flip", z, axes=flips)
+    if any(interior):
+        z = ctx.op("InteriorPad", z, interior=interior)
+    return {0: ctx.pad(z, begin, end)}
+
+
+@reshape.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    return {0: ctx.reshape(cotangents[0], node.inputs[0].shape)}
+
+
+@transpose.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """A permutation's transpose is its inverse."""
+    perm = _perm(node.fail, node.attr("perm"), len(node.inputs[0].shape))
+    inverse = [0] * len(perm)
+    for position, axis in enumerate(perm):
+        inverse[axis] = position
+    return {0: ctx.op("Transpose", cotangents[0], perm=inverse)}
+
+
+@concat.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Concat <-> Split: each input gets its own piece of the cotangent."""
+    for index, value in enumerate(node.inputs):
+        if not ctx.is_active(value) and np.any(ctx.array(value) != 0):
+            ctx.refuse(f"concatenates the nonzero constant '{value.name}' (input {index}), so it is affine, not linear")
+    if len(node.inputs) == 1:
+        return {0: cotangents[0]}
+    axis = node.attr("axis") % len(node.outputs[0].shape)
+    sizes = [v.shape[axis] for v in node.inputs]
+    pieces = ctx.add_node("Split", [cotangents[0], ctx.ints(sizes, "split")], {"axis": axis}, len(sizes))
+    return dict(enumerate(pieces))
+
+
+@split.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Split <-> Concat; a piece nothing used contributes zeros."""
+    parts = [c if c is not None else ctx.zeros(v) for c, v in zip(cotangents, node.outputs, strict=True)]
+    if len(parts) == 1:
+        return {0: parts[0]}
+    return {0: ctx.op("Concat", *parts, axis=node.attr("axis") % len(node.inputs[0].shape))}
+
+
+@flip.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """A reversal is its own transpose."""
+    return {0: ctx.op("Flip", cotangents[0], axes=list(node.attr("axes")))}
+
+
+@interior_pad.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Zero insertion <-> strided slice: keep every (z+1)-th element, drop the inserted zeros."""
+    interior = list(node.attr("interior"))
+    shape = node.outputs[0].shape
+    axes = [a for a, z in enumerate(interior) if z > 0]
+    if not axes:
+        return {0: cotangents[0]}
+    return {
+        0: ctx.op(
+            "Slice",
+            cotangents[0],
+            ctx.ints([0] * len(axes), "starts"),
+            ctx.ints([shape[a] for a in axes], "ends"),
+            ctx.ints(axes, "axes"),
+            ctx.ints([interior[a] + 1 for a in axes], "steps"),
+        )
+    }

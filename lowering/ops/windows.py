@@ -143,3 +143,24 @@ def _(node: Node, x, block_shape) -> list[np.ndarray]:
         )
         cols[(slice(None), slice(None), *tap)] = padded[(..., *source)]
     return [cols.reshape(n, channels * math.prod(block), math.prod(blocks))]
+
+
+# --------------------------------------------------------------------------- transpose rules
+
+
+def _window_attrs(node: Node) -> dict:
+    return {k: list(node.attrs[k]) for k in ("dilations", "pads", "strides") if k in node.attrs}
+
+
+@col2im.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Col2Im scatter-adds blocks; its transpose gathers them: Im2Col with the same geometry."""
+    block = ctx.constant(node.inputs[2])
+    return {0: ctx.op("Im2Col", cotangents[0], block, **_window_attrs(node))}
+
+
+@im2col.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    image = ctx.ints(list(node.inputs[0].shape[2:]), "image_shape")
+    block = ctx.constant(node.inputs[1])
+    return {0: ctx.op("Col2Im", cotangents[0], image, block, **_window_attrs(node))}
