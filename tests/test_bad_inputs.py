@@ -280,7 +280,7 @@ def test_interrupted_run_leaves_no_partial_file(tmp_path: Path):
             "--example",
             "dcgan",
             "--batch",
-            "64",
+            "1024",
             "--backend",
             "numpy",
             "--strategy",
