@@ -79,6 +79,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this run (faster NumPy)",
     )
     parser.add_argument("--no-reexec", action="store_true", help="do not restart with the benchmark environment")
+    parser.add_argument("--tune", action="store_true", help="auto measures its candidates per layer (cached)")
 
 
 def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
@@ -277,6 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
         peak_gflops=header["peak_gflops"]["peak"],
         budget_s=args.time,
         min_rounds=args.min_rounds,
+        tune=args.tune,
     )
     render([result], header["peak_gflops"]["peak"])
     write_outputs(args, header, [result])
@@ -328,50 +330,66 @@ def _bench(args: argparse.Namespace) -> int:
                     peak_gflops=header["peak_gflops"]["peak"],
                     budget_s=args.time,
                     min_rounds=args.min_rounds,
-                    progress=lambda text, lbl=label: progress.update(task, description=text),
+                    tune=args.tune,
+                    progress=lambda text: progress.update(task, description=text),
                 )
             )
             progress.advance(task)
     render(results, header["peak_gflops"]["peak"])
-    summarize(results)
+    header["summary"] = summarize(results)
     write_outputs(args, header, results)
     return 0
 
 
-def summarize(results: list[LayerResult]) -> None:
-    """Per layer: auto's ratio to each native kernel, and whether the static model picked the measured best."""
+def static_pick_cost(result: LayerResult, backend: str) -> float | None:
+    """Time of the strategy the static cost model picks / time of the measured best, on one backend."""
+    by = {m.strategy: m for m in result.measurements if m.status == "ok" and m.backend == backend and m.device == "cpu"}
+    pick = result.static_choice.get(backend)
+    lowered = [m.median_s for s, m in by.items() if s not in (NATIVE, "auto")]
+    if pick not in by or not lowered:
+        return None
+    return by[pick].median_s / min(lowered)
+
+
+def summarize(results: list[LayerResult]) -> dict[str, Any]:
+    """Per layer: auto's ratio to each native kernel, and what the static model's pick costs against
+    the measured best strategy (1.00x: it picked the best). Returns the figures for the JSON."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="auto against the native kernels (ratios of medians; < 1 is faster)", title_justify="left")
-    for column in (
-        "layer",
-        "auto/torch vs torch",
-        "auto/onnx vs ORT",
-        "best auto vs best native",
-        "static pick = best?",
-    ):
+    backends = ("torch", "onnx", "numpy")
+    columns = ["layer", "auto/torch vs torch", "auto/onnx vs ORT", "best auto vs best native"]
+    columns += [f"static pick cost {b}" for b in backends]
+    for column in columns:
         table.add_column(column, justify="left" if column == "layer" else "right")
+    summary: dict[str, Any] = {"layers": {}, "static_within_10_percent": {}}
+    hits: dict[str, list[bool]] = {b: [] for b in backends}
     for r in results:
         by = {(m.strategy, m.backend): m for m in r.measurements if m.status == "ok" and m.device == "cpu"}
         torch_auto, onnx_auto = by.get(("auto", "torch")), by.get(("auto", "onnx"))
         natives = [m.median_s for (s, _), m in by.items() if s == NATIVE]
         autos = [m.median_s for (s, _), m in by.items() if s == "auto"]
-        picks = []
-        for backend in ("torch", "onnx", "numpy"):
-            best = r.best(backend)
-            chosen = by.get(("auto", backend))
-            if best is None or chosen is None:
-                continue
-            ok = chosen.median_s <= 1.1 * min(
-                m.median_s for (s, b), m in by.items() if b == backend and s not in (NATIVE, "auto")
-            )
-            picks.append(f"{backend}:{'yes' if ok else 'no'}")
+        costs = {b: static_pick_cost(r, b) for b in backends}
+        for b, cost in costs.items():
+            if cost is not None:
+                hits[b].append(cost <= 1.1)
+        row = {
+            "auto_torch_vs_torch": torch_auto.vs_torch_native if torch_auto else None,
+            "auto_onnx_vs_onnx": onnx_auto.vs_onnx_native if onnx_auto else None,
+            "best_auto_vs_best_native": min(autos) / min(natives) if autos and natives else None,
+            "static_pick_cost": costs,
+        }
+        summary["layers"][r.name] = row
         table.add_row(
             r.name,
-            _ratio(torch_auto.vs_torch_native) if torch_auto else "-",
-            _ratio(onnx_auto.vs_onnx_native) if onnx_auto else "-",
-            _ratio(min(autos) / min(natives)) if autos and natives else "-",
-            " ".join(picks),
+            *(_ratio(v) if v is not None else "-" for v in list(row.values())[:3]),
+            *(_ratio(costs[b]) if costs[b] is not None else "-" for b in backends),
         )
+    for b, flags in hits.items():
+        if flags:
+            summary["static_within_10_percent"][b] = sum(flags) / len(flags)
     Console(width=200).print(table)
+    shares = ", ".join(f"{b} {100 * v:.0f}%" for b, v in summary["static_within_10_percent"].items())
+    print(f"static cost model within 10% of the measured best strategy: {shares or '-'}")
+    return summary

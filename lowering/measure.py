@@ -66,6 +66,7 @@ class LayerResult:
     output_shape: list
     measurements: list[Measurement] = field(default_factory=list)
     auto_choice: dict[str, str] = field(default_factory=dict)  # backend -> strategy auto picked
+    static_choice: dict[str, str] = field(default_factory=dict)  # backend -> what the static cost model picks
 
     def best(self, backend: str | None = None, exclude_native: bool = True) -> Measurement | None:
         ok = [
@@ -209,6 +210,31 @@ class Variant:
     measurement: Measurement
     call: Callable[[], object] | None  # a ready-to-time call with inputs already in place
     outputs: Callable[[], dict[str, np.ndarray]] | None = None
+    timed: Callable[[], float] | None = None  # one call, returning its seconds
+
+
+def _timer(compiled, call: Callable[[], object]) -> Callable[[], float]:
+    """Seconds of one call: wall clock on the CPU; CUDA events after synchronisation on the GPU."""
+    if compiled.device == "cuda" and compiled.backend == "torch":
+        import torch
+
+        def timed() -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            call()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+        return timed
+
+    def wall() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    return wall
 
 
 def _timed_call(compiled, inputs: dict[str, np.ndarray]) -> tuple[Callable[[], object], Callable[[], dict]]:
@@ -243,12 +269,19 @@ def build_variants(
     backends: list[str],
     devices: list[str],
     threads: int,
-) -> tuple[list[Variant], dict[str, str]]:
+    tune: bool = False,
+) -> tuple[list[Variant], dict[str, str], dict[str, str]]:
+    """Every variant compiled and ready to time, auto's picks, and the static cost model's picks."""
     from .api import lower
     from .compile import compile
 
+    def picks(lowered_graph: Graph) -> str:
+        notes = lowered_graph.meta.get("lowering_notes") or []
+        return ", ".join(n.splitlines()[0].split(": ", 1)[-1].split(" (")[0] for n in notes)
+
     variants: list[Variant] = []
     auto_choice: dict[str, str] = {}
+    static_choice = {b: picks(lower(graph, "auto", backend=b)) for b in backends} if "auto" in strategies else {}
     natives = [(NATIVE, b) for b in ("torch", "onnx") if b in backends]
     plan = natives + [(s, b) for s in strategies for b in backends]
     for device in devices:
@@ -258,11 +291,10 @@ def build_variants(
                 if strategy == NATIVE:
                     candidate = graph
                 else:
-                    options = {"backend": backend} if strategy == "auto" else {}
+                    options = {"backend": backend, "tune": tune, "device": device} if strategy == "auto" else {}
                     candidate = lower(graph, strategy, **options)
                     if strategy == "auto":
-                        notes = candidate.meta.get("lowering_notes") or []
-                        auto_choice[backend] = ", ".join(n.splitlines()[0].split(": ", 1)[-1] for n in notes)
+                        auto_choice[backend] = picks(candidate)
                 options = {"threads": threads} if backend == "onnx" else {}
                 compiled = compile(candidate, backend, device, **options)
             except LoweringError as error:
@@ -270,8 +302,8 @@ def build_variants(
                 variants.append(Variant(m, None))
                 continue
             call, outputs = _timed_call(compiled, inputs)
-            variants.append(Variant(m, call, outputs))
-    return variants, auto_choice
+            variants.append(Variant(m, call, outputs, _timer(compiled, call)))
+    return variants, auto_choice, static_choice
 
 
 def _quantiles(times: list[float]) -> tuple[float, float]:
@@ -297,6 +329,7 @@ def measure_layer(
     warmup_s: float = 0.2,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    tune: bool = False,
 ) -> LayerResult:
     """Compile, check and time every variant of one single-ConvTranspose (or any) graph."""
     from .geometry import node_geometry
@@ -310,7 +343,9 @@ def measure_layer(
     macs = sum(node_geometry(n).useful_macs() for n in graph.nodes if n.op in ("ConvTranspose", "Conv"))
     result = LayerResult(name, spec, macs, list(graph.inputs[0].shape), list(graph.outputs[0].shape))
     reference = evaluate(graph, inputs)
-    variants, result.auto_choice = build_variants(graph, inputs, strategies, backends, devices, threads)
+    variants, result.auto_choice, result.static_choice = build_variants(
+        graph, inputs, strategies, backends, devices, threads, tune
+    )
     live = [v for v in variants if v.call is not None]
 
     from .cli_run import relative_error
@@ -349,9 +384,7 @@ def measure_layer(
             progress(f"{name}: round {index + 1}/{rounds}")
         shuffler.shuffle(order)
         for v in order:
-            t0 = time.perf_counter()
-            v.call()  # type: ignore[misc]
-            times[id(v)].append(time.perf_counter() - t0)
+            times[id(v)].append(v.timed())  # type: ignore[misc]
 
     for v in live:
         samples = times[id(v)]
