@@ -1,0 +1,106 @@
+"""Print the README's performance table (markdown) from a `lowering bench --json` file.
+
+python docs/bench/report.py docs/bench/bench.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+
+def geomean(values: list[float]) -> float:
+    values = [v for v in values if v and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def main(path: str) -> None:
+    with open(path) as handle:
+        data = json.load(handle)
+    peak = data["peak_gflops"]["peak"]
+    print(f"Measured peak: {peak:.0f} GFLOP/s (best of a 2048² NumPy matmul and a 1x1 conv in channels-last).\n")
+    print(
+        "| layer | GMAC | torch native ms | ORT native ms | auto/torch vs torch | auto/onnx vs ORT "
+        "| best auto vs best native | auto % of peak | numpy best vs torch | static pick cost (torch / onnx) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios: dict[str, list[float]] = {"torch": [], "onnx": [], "best": [], "numpy": []}
+    wins = {"torch": 0, "onnx": 0, "best": 0}
+    for layer in data["layers"]:
+        ok = {m["label"]: m for m in layer["measurements"] if m["status"] == "ok"}
+        nt, no = ok["native/torch"]["median_s"], ok["native/onnx"]["median_s"]
+        at, ao = ok.get("auto/torch"), ok.get("auto/onnx")
+        autos = [m for k, m in ok.items() if k.startswith("auto/")]
+        best_auto = min(autos, key=lambda m: m["median_s"])
+        best_native = min(nt, no)
+        numpy_best = min(
+            (m["median_s"] for k, m in ok.items() if k.endswith("/numpy") and not k.startswith("native")),
+            default=float("nan"),
+        )
+        rt, ro = at["median_s"] / nt, ao["median_s"] / no
+        rb = best_auto["median_s"] / best_native
+        ratios["torch"].append(rt)
+        ratios["onnx"].append(ro)
+        ratios["best"].append(rb)
+        ratios["numpy"].append(numpy_best / nt)
+        wins["torch"] += rt <= 1.0
+        wins["onnx"] += ro <= 1.0
+        wins["best"] += best_auto["median_s"] < nt and best_auto["median_s"] < no
+        cost = data.get("summary", {}).get("layers", {}).get(layer["name"], {}).get("static_pick_cost", {})
+        fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        print(
+            f"| {layer['name']} | {layer['useful_macs'] / 1e9:.3f} | {nt * 1e3:.3f} | {no * 1e3:.3f} | {rt:.2f}x | "
+            f"{ro:.2f}x | {rb:.2f}x ({best_auto['backend']}) | {100 * best_auto['peak_fraction']:.0f}% | "
+            f"{numpy_best / nt:.2f}x | {fmt(cost.get('torch'))} / {fmt(cost.get('onnx'))} |"
+        )
+    n = len(data["layers"])
+    print(
+        f"\nGeometric means: auto/torch vs torch {geomean(ratios['torch']):.2f}x, auto/onnx vs ORT "
+        f"{geomean(ratios['onnx']):.2f}x, best auto vs best native {geomean(ratios['best']):.2f}x, "
+        f"best NumPy strategy vs torch native {geomean(ratios['numpy']):.2f}x. "
+        f"auto/torch <= 1.00x on {wins['torch']}/{n} layers, auto/onnx <= 1.00x on {wins['onnx']}/{n}, "
+        f"best auto faster than both natives on {wins['best']}/{n}."
+    )
+    share = data.get("summary", {}).get("static_within_10_percent", {})
+    if share:
+        print(
+            "Static cost model within 10% of the measured best strategy: "
+            + ", ".join(f"{b} {100 * v:.0f}%" for b, v in share.items())
+            + " of layers."
+        )
+
+
+def plot(path: str, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(path) as handle:
+        data = json.load(handle)
+    names, torch_ratio, onnx_ratio = [], [], []
+    for layer in data["layers"]:
+        ok = {m["label"]: m for m in layer["measurements"] if m["status"] == "ok"}
+        names.append(layer["name"])
+        torch_ratio.append(ok["auto/torch"]["median_s"] / ok["native/torch"]["median_s"])
+        onnx_ratio.append(ok["auto/onnx"]["median_s"] / ok["native/onnx"]["median_s"])
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(names) + 1.2))
+    rows = range(len(names))
+    ax.barh([r + 0.2 for r in rows], torch_ratio, height=0.4, label="auto on PyTorch / PyTorch conv_transpose")
+    ax.barh([r - 0.2 for r in rows], onnx_ratio, height=0.4, label="auto on onnxruntime / ORT ConvTranspose")
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(list(rows), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("time ratio (median, same run; < 1: the lowering is faster)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    source = sys.argv[1] if len(sys.argv) > 1 else "docs/bench/bench.json"
+    main(source)
+    if len(sys.argv) > 2:
+        plot(source, sys.argv[2])
