@@ -95,6 +95,8 @@ def check_model_bytes(data: bytes) -> Outcome:
         return _refusal(error)
     except Exception as error:
         return Outcome("finding", f"evaluate raised {type(error).__name__}: {error}")
+    # where float32 overflows and float64 does not, only crashes and refusals count
+    compare = not _beyond_float32(graph, reference)
     for strategy in STRATEGIES_TO_RUN:
         try:
             outputs = compile(lower(graph, strategy), "onnx")(feeds)
@@ -105,12 +107,23 @@ def check_model_bytes(data: bytes) -> Outcome:
             continue
         except Exception as error:
             return Outcome("finding", f"{strategy}: {type(error).__name__}: {error}")
-        for name, ref in reference.items():
+        for name, ref in reference.items() if compare else ():
             got = np.asarray(outputs[name], np.float64)
             scale = max(float(np.nanmax(np.abs(ref), initial=0.0)), 1.0)
             if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
                 return Outcome("finding", f"{strategy}: output '{name}' differs from the reference")
     return Outcome("ok")
+
+
+SAFE_FLOAT32 = float(np.finfo(np.float32).max) ** 0.5  # products of two such numbers still fit
+
+
+def _beyond_float32(graph, reference: dict[str, np.ndarray]) -> bool:
+    """A mutated weight can be near float32's limit: then the float32 lowerings overflow where the
+    float64 reference does not, which is arithmetic, not a lowering bug."""
+    values = [np.asarray(v.const, np.float64) for v in graph.initializers.values() if v.const.dtype.kind == "f"]
+    values += [np.asarray(r, np.float64) for r in reference.values()]
+    return any(np.nanmax(np.abs(v), initial=0.0) > SAFE_FLOAT32 for v in values if v.size)
 
 
 def _refusal(error: LoweringError) -> Outcome:

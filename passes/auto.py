@@ -69,7 +69,7 @@ def candidate_strategies(budget_bytes: int) -> dict[str, LoweringStrategy]:
     for name, cls in STRATEGIES.items():
         if name == "auto":
             continue
-        out[name] = MatrixLowering(budget_bytes=budget_bytes) if cls is MatrixLowering else cls()
+        out[name] = MatrixLowering(budget_bytes=budget_bytes, sparse="exact") if cls is MatrixLowering else cls()
     return out
 
 

@@ -25,6 +25,17 @@ DEFAULT_BUDGET = 256 << 20
 SPARSE_INDEX_BYTES = 16  # a row and a column index (int64) per nonzero
 
 
+def structural_nonzeros(g: ConvTransposeGeometry) -> int:
+    """Exact nonzeros of Fᵀ: per axis, the (tap, input) pairs whose output lands inside it."""
+    per_axis = [
+        sum(1 for kappa in range(k) for i in range(n) if 0 <= s * i + d * kappa - p < o)
+        for k, n, s, d, p, o in zip(
+            g.kernel, g.in_spatial, g.strides, g.dilations, g.pads_begin, g.out_spatial, strict=True
+        )
+    ]
+    return g.in_channels * g.out_channels_per_group * total(per_axis)
+
+
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if count < 1024 or unit == "TiB":
@@ -39,14 +50,22 @@ class MatrixLowering(LoweringStrategy):
     name = "matrix"
     summary = "the explicit operator F^T as one MatMul (dense) or SparseMatMul (sparse)"
     budget_bytes: int = DEFAULT_BUDGET
-    sparse: str = "auto"  # "auto" (sparse when at most 1/4 of the entries are nonzero), "yes" or "no"
+    # "auto": sparse when at most 1/4 of the entries are nonzero; "exact": dense only when no entry is a
+    # structural zero (so NaN / Inf inputs are never multiplied by a zero that the definition lacks)
+    sparse: str = "auto"
 
     def _layout(self, g: ConvTransposeGeometry, item: int) -> tuple[bool, int, int]:
         rows, cols = g.out_channels * total(g.out_spatial), g.in_channels * total(g.in_spatial)
         nnz = g.in_channels * g.out_channels_per_group * total(g.kernel) * total(g.in_spatial)
-        if self.sparse not in ("auto", "yes", "no"):
-            raise LoweringError(f"matrix: option sparse must be auto, yes or no, got '{self.sparse}'")
-        sparse = self.sparse == "yes" or (self.sparse == "auto" and 4 * nnz <= rows * cols)
+        if self.sparse not in ("auto", "exact", "yes", "no"):
+            raise LoweringError(f"matrix: option sparse must be auto, exact, yes or no, got '{self.sparse}'")
+        if self.sparse == "exact":
+            nnz = structural_nonzeros(g)
+        sparse = (
+            self.sparse == "yes"
+            or (self.sparse == "auto" and 4 * nnz <= rows * cols)
+            or (self.sparse == "exact" and nnz < rows * cols)
+        )
         matrix_bytes = nnz * (item + SPARSE_INDEX_BYTES) if sparse else rows * cols * item
         return sparse, matrix_bytes, nnz if sparse else rows * cols
 

@@ -13,7 +13,8 @@ the one with fewer executed multiply-adds):
   q = j + floor((c + p_begin)/s)), each with its own flipped sub-kernel, bias included, on exactly the
   rows it owns; concatenated and interleaved (DepthToSpace DCR in 2-D). Phases without taps are the
   bias alone. Only when s does not divide the output size is the last row of some phases cut off.
-- fused: one Conv with Πs·M output channels in (channel, phase) order, the sub-kernels zero-padded
+- fused (taken by the `auto` form only when no sub-kernel needs padding taps): one Conv with Πs·M
+  output channels in (channel, phase) order, the sub-kernels zero-padded
   to a common size F = floor(δ·(k − 1)/s) + 1 on the common q-range [q0, q0 + Q), q0 =
   floor(p_begin/s), Q = ceil((p_begin + o)/s) − q0; the bias is tiled into it. Interleave
   (DepthToSpace CRD in 2-D) and crop [p_begin − q0·s, + o). Best when k is a multiple of s (for
@@ -138,8 +139,11 @@ class SubpixelLowering(LoweringStrategy):
             raise LoweringError(f"subpixel: option form must be one of {', '.join(FORMS)}, got '{self.form}'")
         if self.form != "auto":
             return self.form
+        # fused only when its sub-kernels have no padding taps: then it multiplies exactly the products
+        # of the definition, and NaN / Inf inputs reach exactly the outputs they should
+        exact = all(a.sub_dilation == 1 and all(len(taps) == a.fused_size for taps in a.taps) for a in phases_of(g))
         macs = self._macs(g)
-        return "fused" if macs["fused"] <= self.fused_tolerance * macs["per-phase"] else "per-phase"
+        return "fused" if exact and macs["fused"] <= self.fused_tolerance * macs["per-phase"] else "per-phase"
 
     def cost(self, graph: Graph, node: Node, g: ConvTransposeGeometry) -> Cost:
         form = self.choose(g)
