@@ -217,6 +217,8 @@ def _common_checks(
     group = attrs.get("group")
     if group < 1:
         fail(f"must be >= 1, got {group}", attr="group")
+    if channels % group != 0:
+        fail(f"input channels {channels} are not divisible by group {group}", attr="group")
     kernel = _spatial_ints(w_shape, "weight W", fail)
     in_spatial = _spatial_ints(x_shape, "input X", fail)
     if attrs.has("kernel_shape") and attrs.get("kernel_shape") is not None:
@@ -260,8 +262,6 @@ def conv_transpose_geometry(
     rank = len(x_shape) - 2
     attrs = _Attrs(get, has, rank, fail)
     channels, group, in_spatial, kernel, strides, dilations, auto_pad = _common_checks(x_shape, w_shape, attrs, fail)
-    if channels % group != 0:
-        fail(f"input channels {channels} are not divisible by group {group}", attr="group")
     if w_shape[0] != channels:
         fail(f"weight W dimension 0 is {w_shape[0]} but input X has {channels} channels (W is C x M/group x k...)")
     out_per_group = w_shape[1]
@@ -343,8 +343,6 @@ def conv_geometry(
     attrs = _Attrs(get, has, rank, fail)
     channels, group, in_spatial, kernel, strides, dilations, auto_pad = _common_checks(x_shape, w_shape, attrs, fail)
     out_channels = w_shape[0]
-    if channels % group != 0:
-        fail(f"input channels {channels} are not divisible by group {group}", attr="group")
     if not isinstance(out_channels, int) or out_channels % group != 0:
         fail(
             f"output channels {out_channels} (weight W dimension 0) are not divisible by group {group}",
