@@ -246,6 +246,25 @@ def plot_png(results: list[LayerResult]) -> bytes:
     return buffer.getvalue()
 
 
+def _measure(args: argparse.Namespace, header: dict[str, Any], name: str, spec: str, graph, selection, progress=None):
+    """measure_layer with the command line's settings (what compare and bench share)."""
+    strategies, backends, devices = selection
+    return measure_layer(
+        name,
+        spec,
+        graph,
+        strategies=strategies,
+        backends=backends,
+        devices=devices,
+        threads=args.threads,
+        peak_gflops=header["peak_gflops"]["peak"],
+        budget_s=args.time,
+        min_rounds=args.min_rounds,
+        tune=args.tune,
+        progress=progress,
+    )
+
+
 # ----------------------------------------------------------------- compare
 
 
@@ -267,19 +286,7 @@ def _compare(args: argparse.Namespace) -> int:
     graph = parse_layer(args.layer) if args.layer else load_graph(args)
     spec = args.layer or args.model or f"example {args.example}"
     header = _header(args)
-    result = measure_layer(
-        graph.name,
-        spec,
-        graph,
-        strategies=strategies,
-        backends=backends,
-        devices=devices,
-        threads=args.threads,
-        peak_gflops=header["peak_gflops"]["peak"],
-        budget_s=args.time,
-        min_rounds=args.min_rounds,
-        tune=args.tune,
-    )
+    result = _measure(args, header, graph.name, spec, graph, (strategies, backends, devices))
     render([result], header["peak_gflops"]["peak"])
     write_outputs(args, header, [result])
     return 0
@@ -319,18 +326,13 @@ def _bench(args: argparse.Namespace) -> int:
             label = f"{layer.name}-b{batch}"
             progress.update(task, description=label)
             results.append(
-                measure_layer(
+                _measure(
+                    args,
+                    header,
                     label,
                     f"N={batch} {layer.spec}",
                     layer.graph(batch),
-                    strategies=strategies,
-                    backends=backends,
-                    devices=devices,
-                    threads=args.threads,
-                    peak_gflops=header["peak_gflops"]["peak"],
-                    budget_s=args.time,
-                    min_rounds=args.min_rounds,
-                    tune=args.tune,
+                    (strategies, backends, devices),
                     progress=lambda text: progress.update(task, description=text),
                 )
             )
