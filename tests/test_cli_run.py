@@ -156,3 +156,34 @@ def test_compare_layer_tiny_writes_json_with_every_field(tmp_path):
 def test_compare_refuses_a_bad_layer_spec():
     result = cli("compare", "--layer", "C=4 M=2 in=3x3 k=3 s=2 q=1")
     assert result.returncode == 2 and "unknown key 'q'" in result.stderr
+
+
+def test_bench_on_a_small_suite_layer_writes_json_with_summary(tmp_path):
+    out = tmp_path / "bench.json"
+    result = cli(
+        "bench",
+        "--layers",
+        "fcn-x2",
+        "--batches",
+        "1",
+        "--backends",
+        "onnx,torch",
+        "--strategies",
+        "subpixel,auto",
+        "--time",
+        "0.05",
+        "--min-rounds",
+        "3",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["threads"]["environment"]["OPENBLAS_THREAD_TIMEOUT"] == "1"  # the measurement environment
+    assert data["peak_gflops"]["peak"] > 0
+    (layer,) = data["layers"]
+    assert layer["name"] == "fcn-x2-b1" and layer["static_choice"]
+    labels = {m["label"] for m in layer["measurements"] if m["status"] == "ok"}
+    assert {"native/torch", "native/onnx", "auto/onnx", "subpixel/torch"} <= labels
+    summary = data["summary"]["layers"]["fcn-x2-b1"]
+    assert set(summary) == {"auto_torch_vs_torch", "auto_onnx_vs_onnx", "best_auto_vs_best_native", "static_pick_cost"}
