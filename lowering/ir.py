@@ -189,6 +189,14 @@ class Graph:
     # ----------------------------------------------------------------- building
     def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
         """Append a graph input; a str in `shape` is a symbolic dimension (e.g. a dynamic batch)."""
+        for axis, dim in enumerate(shape or ()):
+            if (
+                isinstance(dim, bool)
+                or not isinstance(dim, (int, np.integer, str))
+                or (not isinstance(dim, str) and dim < 0)
+            ):
+                raise VerificationError(f"graph input '{name}' axis {axis}: size must be >= 0 or a name, got {dim!r}")
+        shape = None if shape is None else tuple(d if isinstance(d, str) else int(d) for d in shape)
         value = self._claim(Value(name, shape, dtype))
         self.inputs.append(value)
         return value

@@ -450,3 +450,9 @@ def test_verify_refuses_duplicate_registration_by_hand() -> None:
     with pytest.raises(VerificationError) as info:
         g.verify()
     assert re.search(r"'x' is defined twice", _one_line(info))
+
+
+@pytest.mark.parametrize("shape", [(1, -2, 3), (1, 2.5), (True, 2)])
+def test_graph_input_sizes_are_checked(shape):
+    with pytest.raises(lowering.VerificationError, match=r"graph input 'x' axis \d: size must be >= 0 or a name"):
+        lowering.Graph().add_input("x", shape)
