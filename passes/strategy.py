@@ -75,6 +75,11 @@ class LoweringStrategy(Pass):
     def check(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> None:
         """Raise Declined when this strategy cannot lower the node (default: it always can)."""
 
+    @classmethod
+    def for_auto(cls) -> LoweringStrategy:
+        """The configuration `auto` weighs against the other strategies (default: the default one)."""
+        return cls()
+
     def rewrite(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> Value:
         """Emit the replacement before `node` and return the value that replaces its output."""
         raise NotImplementedError

@@ -36,6 +36,7 @@ from lowering.ir import Graph, Node, Value
 
 from .strategy import (
     Cost,
+    Declined,
     LoweringStrategy,
     add_bias,
     batch_of,
@@ -118,6 +119,12 @@ def phases_of(g: ConvTransposeGeometry) -> list[AxisPhases]:
 FORMS = ("auto", "fused", "per-phase")
 
 
+def exact_fused(g: ConvTransposeGeometry) -> bool:
+    """Whether the fused form needs no padding taps: then it multiplies exactly the products of the
+    definition, and NaN / Inf inputs reach exactly the outputs they should."""
+    return all(a.sub_dilation == 1 and all(len(taps) == a.fused_size for taps in a.taps) for a in phases_of(g))
+
+
 @register_strategy
 @dataclass
 class SubpixelLowering(LoweringStrategy):
@@ -125,6 +132,11 @@ class SubpixelLowering(LoweringStrategy):
     summary = "polyphase decomposition: per-phase stride-1 Convs or one fused Conv + interleave"
     form: str = "auto"
     fused_tolerance: float = 1.1  # fused is taken while its MACs are within this factor of per-phase
+    exact_only: bool = False  # decline the fused form where a sub-kernel would need padding taps
+
+    def check(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> None:
+        if self.exact_only and self.choose(geometry) == "fused" and not exact_fused(geometry):
+            raise Declined("the fused form would multiply padding taps of its sub-kernels")
 
     # ------------------------------------------------------------- cost and choice
     def _macs(self, g: ConvTransposeGeometry) -> dict[str, int]:
@@ -139,11 +151,8 @@ class SubpixelLowering(LoweringStrategy):
             raise LoweringError(f"subpixel: option form must be one of {', '.join(FORMS)}, got '{self.form}'")
         if self.form != "auto":
             return self.form
-        # fused only when its sub-kernels have no padding taps: then it multiplies exactly the products
-        # of the definition, and NaN / Inf inputs reach exactly the outputs they should
-        exact = all(a.sub_dilation == 1 and all(len(taps) == a.fused_size for taps in a.taps) for a in phases_of(g))
         macs = self._macs(g)
-        return "fused" if exact and macs["fused"] <= self.fused_tolerance * macs["per-phase"] else "per-phase"
+        return "fused" if exact_fused(g) and macs["fused"] <= self.fused_tolerance * macs["per-phase"] else "per-phase"
 
     def cost(self, graph: Graph, node: Node, g: ConvTransposeGeometry) -> Cost:
         form = self.choose(g)
@@ -319,3 +328,20 @@ class SubpixelLowering(LoweringStrategy):
             graph.const(ints(range(2, 2 + len(axes))), "crop_axes"),
             before=node,
         )
+
+
+@register_strategy
+@dataclass
+class SubpixelFusedLowering(SubpixelLowering):
+    """The fused form as a strategy of its own, so that `auto` weighs it against the per-phase form per
+    backend: which is faster depends on the backend (one large Conv with Πs·M channels against Πs small
+    ones and a Concat) more than on the multiply-adds, which favour per-phase. `auto` takes it only
+    where it is exact (no sub-kernel needs padding taps)."""
+
+    name = "subpixel-fused"
+    summary = "polyphase as one Conv with Πs·M output channels + interleave (= subpixel form=fused)"
+    form: str = "fused"
+
+    @classmethod
+    def for_auto(cls) -> SubpixelFusedLowering:
+        return cls(exact_only=True)

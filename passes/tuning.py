@@ -109,7 +109,8 @@ def measure(
     calls = {}
     for name, strategy in candidates.items():
         try:
-            lowered = lower(single, pipeline=f"canonicalize,{name},fold-constants,dce", **_options(strategy))
+            pipeline = f"canonicalize,{strategy.name},fold-constants,dce"
+            lowered = lower(single, pipeline=pipeline, **_options(strategy))
             fn = compile(lowered, backend, device)
         except LoweringError:
             continue

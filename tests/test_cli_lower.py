@@ -24,7 +24,7 @@ from lowering import Graph, to_onnx
 from lowering.cli import main
 from lowering.examples import example
 
-STRATEGY_PARAMS = ["zero-insertion", "matrix", "col2im", "subpixel", "auto"]
+STRATEGY_PARAMS = ["zero-insertion", "matrix", "col2im", "subpixel", "subpixel-fused", "auto"]
 
 
 def small_graph() -> Graph:

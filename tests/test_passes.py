@@ -58,7 +58,7 @@ def test_registry_names_are_kebab_case() -> None:
         assert cls.name == name
         assert issubclass(cls, Pass)
         assert dataclasses.is_dataclass(cls)
-    assert set(passes.STRATEGIES) == {"zero-insertion", "matrix", "col2im", "subpixel", "auto"}
+    assert set(passes.STRATEGIES) == {"zero-insertion", "matrix", "col2im", "subpixel", "subpixel-fused", "auto"}
 
 
 def test_get_pass_sets_options_from_dataclass_fields() -> None:

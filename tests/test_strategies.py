@@ -651,3 +651,25 @@ def test_golden_ir(variant: str) -> None:
         path.write_text(text)
     assert text == path.read_text()
     assert_close(evaluate(lowered, feeds)["y"], evaluate(graph, feeds)["y"], 1e-10)
+
+
+def test_auto_takes_the_fused_subpixel_form_only_where_it_is_exact() -> None:
+    """`subpixel-fused` as auto weighs it declines where a sub-kernel needs padding taps (k3 s2), and
+    the fixed strategy lowers either way to the reference's result."""
+    from lowering.geometry import node_geometry
+    from lowering.layers import parse_layer
+    from passes.strategy import Declined
+    from passes.subpixel import SubpixelFusedLowering
+
+    for spec, exact in (("N=2 C=3 M=4 in=5x6 k=4 s=2 p=1", True), ("N=2 C=3 M=4 in=5x6 k=3 s=2 p=1 op=1", False)):
+        graph = parse_layer(spec)
+        node = graph.nodes_of("ConvTranspose")[0]
+        candidate = SubpixelFusedLowering.for_auto()
+        if exact:
+            candidate.check(graph, node, node_geometry(node))
+        else:
+            with pytest.raises(Declined, match="padding taps"):
+                candidate.check(graph, node, node_geometry(node))
+        feeds = {"x": np.random.default_rng(0).standard_normal(graph.inputs[0].shape).astype("float32")}
+        want = evaluate(graph, feeds)["y"]
+        np.testing.assert_allclose(evaluate(lower(graph, "subpixel-fused"), feeds)["y"], want, rtol=1e-5, atol=1e-5)

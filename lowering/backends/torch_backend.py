@@ -177,6 +177,15 @@ def scatter_nd(data, indices, updates, reduction):
     return out
 
 
+def conv_prepacked(x, packed, bias, padding, stride, dilation, groups):
+    """oneDNN convolution on weights reordered into its blocked layout once, at build time (CPU, float32).
+
+    `F.conv2d` on NCHW tensors reorders the weights on every call; for small layers that is most of
+    the time. The result may come back in a blocked or channels-last layout; later ops accept any strides.
+    """
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, "none", [], "")
+
+
 def sparse_matmul(a, matrix_t):
     """a (..., K) times B (K, N), with Bᵀ held as a sparse CSR (N, K) buffer: (Bᵀ · aᵀ)ᵀ."""
     n_cols, k = matrix_t.shape
@@ -205,6 +214,7 @@ HELPERS: dict[str, Callable] = {
         interior_pad,
         gather,
         scatter_nd,
+        conv_prepacked,
         sparse_matmul,
         sparse_matmul_coo,
     )
@@ -245,9 +255,10 @@ def torch_pads(begin: list[int], end: list[int]) -> list[int]:
 class _Builder:
     """What an emitter sees: the IR graph and an fx graph to add calls to."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, prepack: bool = False) -> None:
         _load_torch()
         self.graph = graph
+        self.prepack = prepack  # reorder constant float32 Conv weights for oneDNN once (CPU only)
         self.fx = torch.fx.Graph()
         self.root = torch.nn.Module()
         self.env: dict[int, Any] = {}
@@ -316,6 +327,9 @@ def _conv(b: _Builder, node: Node) -> Any:
     end = [pe - c for pe, c in zip(g.pads_end, common, strict=True)]
     if any(begin) or any(end):  # torch pads symmetrically: the rest (or a crop) goes first
         x = b.call(F.pad, x, torch_pads(begin, end))
+    weights = b.const(node.inputs[1])
+    if b.prepack and weights is not None and node.inputs[0].dtype == "float32":
+        return _conv_prepacked(b, node, x, np.asarray(weights), common)
     return b.call(
         fn,
         x,
@@ -326,6 +340,34 @@ def _conv(b: _Builder, node: Node) -> Any:
         dilation=tuple(g.dilations),
         groups=g.group,
     )
+
+
+def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, padding: list[int]) -> Any:
+    """Conv through `conv_prepacked`; 1-D runs as 2-D with a unit height (oneDNN packs 2-D and 3-D weights)."""
+    g = node_geometry(node)
+    strides, dilations = list(g.strides), list(g.dilations)
+    # the shape of x as the convolution sees it (after the asymmetric rest of the pads): a layout hint only
+    shape = [d if isinstance(d, int) else 1 for d in node.inputs[0].shape]
+    shape[2:] = [n + pb + pe - 2 * c for n, pb, pe, c in zip(shape[2:], g.pads_begin, g.pads_end, padding, strict=True)]
+    if g.rank == 1:
+        weights, shape = weights[:, :, None], [*shape[:2], 1, *shape[2:]]
+        padding, strides, dilations = [0, *padding], [1, *strides], [1, *dilations]
+        x = b.method("unsqueeze", x, 2)
+    reorder = torch._C._nn.mkldnn_reorder_conv3d_weight if g.rank == 3 else torch._C._nn.mkldnn_reorder_conv2d_weight
+    packed = reorder(
+        torch.from_numpy(np.array(weights, order="C")).to_mkldnn(), padding, strides, dilations, g.group, shape
+    )
+    y = b.call(
+        conv_prepacked,
+        x,
+        b.buffer(packed, node.inputs[1].name + "_packed"),
+        b.value(node.input(2)),
+        padding,
+        strides,
+        dilations,
+        g.group,
+    )
+    return b.method("squeeze", y, 2) if g.rank == 1 else y
 
 
 def _conv_transpose(b: _Builder, node: Node) -> Any:
@@ -682,16 +724,18 @@ EMITTERS: dict[str, Emitter] = {
 # --------------------------------------------------------------------------- the module
 
 
-def emit_torch(graph: Graph, device: str = "cpu") -> Any:
+def emit_torch(graph: Graph, device: str = "cpu", prepack: bool = False) -> Any:
     """A `torch.fx.GraphModule` computing `graph`: `gm(*inputs) -> {output name: tensor}`.
 
-    Inputs are positional, in graph order, named after the graph inputs (made identifiers).
-    The module is moved to `device`.
+    Inputs are positional, in graph order, named after the graph inputs (made identifiers); outputs
+    are contiguous tensors. The module is moved to `device`. `prepack` (CPU only) holds constant
+    float32 Conv weights in oneDNN's own layout, reordered once here instead of on every call; such a
+    module cannot be saved or moved to another device.
     """
     for node in graph.nodes:
         if node.op not in EMITTERS:
             raise UnsupportedError(f"{node.label}: op '{node.op}' is not supported by the torch backend")
-    b = _Builder(graph)
+    b = _Builder(graph, prepack)
     for value in graph.inputs:
         placeholder = b.fx.placeholder(_identifier(value.name, b.placeholder_names))
         if value.dtype == "float16":
@@ -713,6 +757,8 @@ def emit_torch(graph: Graph, device: str = "cpu") -> Any:
         fx_node = b.value(value)
         if value.dtype == "float16":
             fx_node = b.method("to", fx_node, torch.float16)
+        elif fx_node.op in ("call_function", "call_method"):
+            fx_node = b.method("contiguous", fx_node)  # a crop or a blocked layout would be a view
         outputs[value.name] = fx_node
     b.fx.output(outputs)
     b.fx.lint()
@@ -729,16 +775,34 @@ def _to_tensor(array: np.ndarray, dtype: str | None, device: str) -> Any:
     return torch.from_numpy(array).to(device)
 
 
+def prepacking_available() -> bool:
+    """Whether this torch build has the oneDNN ops `conv_prepacked` needs."""
+    _load_torch()
+    mkldnn = torch.ops.mkldnn
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(mkldnn, "_convolution_pointwise")
+
+
 @register_backend("torch")
 def compile_torch(
-    graph: Graph, device: str = "cpu", *, compile: bool = False, tf32: bool = False, **_: object
+    graph: Graph,
+    device: str = "cpu",
+    *,
+    compile: bool = False,
+    tf32: bool = False,
+    prepack: bool | None = None,
+    **_: object,
 ) -> CompiledGraph:
     """The graph as an fx GraphModule on `device`, run under `torch.inference_mode()`.
 
     `compile=True` runs it through `torch.compile` (compiled on the first call). On CUDA, float32
     convolutions run in full precision unless `tf32=True` (cuDNN's default would round to TF32).
+    `prepack` (default: on CPU when oneDNN is there and `compile` is off) reorders constant Conv
+    weights once, as `torch.compile`'s freezing does, instead of on every call.
     """
-    gm = emit_torch(graph, device)
+    _load_torch()
+    if prepack is None:
+        prepack = device == "cpu" and not compile and prepacking_available()
+    gm = emit_torch(graph, device, prepack=prepack)
     fn = torch.compile(gm) if compile else gm
     names = [v.name for v in graph.inputs]
     types = {v.name: v.dtype for v in graph.inputs}
