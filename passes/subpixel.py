@@ -11,8 +11,9 @@ the one with fewer executed multiply-adds):
 
 - per-phase: one Conv per output residue c (output o = s·j + c, canvas phase r = (c + p_begin) mod s,
   q = j + floor((c + p_begin)/s)), each with its own flipped sub-kernel, bias included, on exactly the
-  rows it owns; concatenated and interleaved (DepthToSpace DCR in 2-D). Phases without taps are the
-  bias alone. Only when s does not divide the output size is the last row of some phases cut off.
+  rows it owns, written straight into the output by one Interleave (which the ONNX writer expands
+  to Concat + DepthToSpace DCR). Phases without taps are the bias alone. Only when s does not
+  divide the output size is the last row of some phases cut off.
 - fused (taken by the `auto` form only when no sub-kernel needs padding taps): one Conv with Πs·M
   output channels in (channel, phase) order, the sub-kernels zero-padded
   to a common size F = floor(δ·(k − 1)/s) + 1 on the common q-range [q0, q0 + Q), q0 =
@@ -33,6 +34,7 @@ import numpy as np
 from lowering.errors import LoweringError
 from lowering.geometry import ConvTransposeGeometry
 from lowering.ir import Graph, Node, Value
+from lowering.ops.layout import depth_to_space_nd
 
 from .strategy import (
     Cost,
@@ -168,7 +170,7 @@ class SubpixelLowering(LoweringStrategy):
             executed_macs=self._macs(g)[form],
             largest_intermediate_bytes=interleaved * item,
             weight_bytes=g.in_channels * g.out_channels_per_group * kernel_elems * item,
-            ops=(2 if form == "fused" else phases + 1) + 1,
+            ops=3 if form == "fused" else phases + 1,
             detail=f"{form} form, {phases} phases",
         )
 
@@ -236,9 +238,11 @@ class SubpixelLowering(LoweringStrategy):
                     strides=[1] * g.rank,
                 )
             )
-        stacked = outputs[0] if len(outputs) == 1 else graph.op("Concat", *outputs, axis=1, before=node)
-        y = self._interleave(graph, stacked, g.out_channels, axes, rows, "DCR", node)
-        return self._crop(graph, y, [0] * g.rank, axes, rows, node)
+        if len(outputs) == 1:
+            return self._crop(graph, outputs[0], [0] * g.rank, axes, rows, node)
+        return graph.op(
+            "Interleave", *outputs, strides=[a.stride for a in axes], sizes=list(g.out_spatial), before=node
+        )
 
     def _fused(self, graph: Graph, node: Node, g: ConvTransposeGeometry, axes: list[AxisPhases]) -> Value:
         x, w, b = node.inputs[0], node.inputs[1], node.input(2)
@@ -289,31 +293,8 @@ class SubpixelLowering(LoweringStrategy):
             strides=[1] * g.rank,
         )
         counts = [a.count for a in axes]
-        y = self._interleave(graph, y, g.out_channels, axes, counts, "CRD", node)
+        y = depth_to_space_nd(graph, y, g.out_channels, [a.stride for a in axes], counts, "CRD", node)
         return self._crop(graph, y, [a.crop for a in axes], axes, counts, node)
-
-    @staticmethod
-    def _interleave(
-        graph: Graph, y: Value, channels: int, axes: list[AxisPhases], rows: list[int], order: str, node: Node
-    ) -> Value:
-        """Phase p of row q goes to position q·s + p. `order` is the channel layout of y:
-        DCR = (phase, channel), CRD = (channel, phase), as ONNX DepthToSpace names them."""
-        strides = [a.stride for a in axes]
-        d = len(axes)
-        if all(s == 1 for s in strides):
-            return y
-        if d == 2 and strides[0] == strides[1]:
-            return graph.op("DepthToSpace", y, blocksize=strides[0], mode=order, before=node)
-        if order == "DCR":  # (N, s..., M, Q...)
-            split = [0, *strides, channels, *rows]
-            perm = [0, d + 1] + [x for j in range(d) for x in (d + 2 + j, 1 + j)]
-        else:  # (N, M, s..., Q...)
-            split = [0, channels, *strides, *rows]
-            perm = [0, 1] + [x for j in range(d) for x in (2 + d + j, 2 + j)]
-        t = graph.op("Reshape", y, graph.const(ints(split), "phase_split"), before=node)
-        t = graph.op("Transpose", t, perm=perm, before=node)
-        merged = [0, channels, *(q * s for q, s in zip(rows, strides, strict=True))]
-        return graph.op("Reshape", t, graph.const(ints(merged), "interleaved"), before=node)
 
     @staticmethod
     def _crop(graph: Graph, y: Value, starts: list[int], axes: list[AxisPhases], rows: list[int], node: Node) -> Value:

@@ -198,6 +198,14 @@ def b_depth_space(draw: Draw, g: Graph, x: Value, rng) -> Value:
     return g.op("SpaceToDepth", x, blocksize=2)
 
 
+def b_interleave(draw: Draw, g: Graph, x: Value, rng) -> Value:
+    """x and scaled copies of it as the phases, the output cut by up to s − 1 on each axis."""
+    strides = [draw(st.integers(1, 2)), draw(st.integers(1, 3))]
+    phases = [x] + [g.op("Mul", x, _const(g, rng, (), "scale")) for _ in range(strides[0] * strides[1] - 1)]
+    sizes = [j * s - draw(st.integers(0, s - 1)) for j, s in zip(x.shape[2:], strides, strict=True)]
+    return g.op("Interleave", *phases, strides=strides, sizes=sizes)
+
+
 def b_upsample(draw: Draw, g: Graph, x: Value, rng) -> Value:
     return g.op("NearestUpsample", x, scales=[draw(st.integers(1, 2)), draw(st.integers(1, 3))])
 
@@ -349,6 +357,7 @@ BUILDERS = [
     b_div,
     b_matmul,
     b_depth_space,
+    b_interleave,
     b_upsample,
     b_sum_pool,
     b_unpool_switches,

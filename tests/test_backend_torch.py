@@ -601,6 +601,12 @@ OP_CASES = [
         ),
     ),
     OpCase("InteriorPad", "", single("InteriorPad", [("in", rand(2, 3, 4))], {"interior": [0, 2, 1]})),
+    OpCase(
+        "Interleave",
+        "2d-cropped",
+        single("Interleave", [(f"p{i}", rand(2, 3, 4, 3)) for i in range(4)], {"strides": [2, 2], "sizes": [7, 6]}),
+    ),
+    OpCase("Interleave", "1d", single("Interleave", [(f"p{i}", rand(1, 2, 5)) for i in range(3)], {"strides": [3]})),
     OpCase("NearestUpsample", "", single("NearestUpsample", [("in", rand(2, 3, 4, 5))], {"scales": [2, 3]})),
     OpCase("NearestUpsample", "1d", single("NearestUpsample", [("in", rand(2, 3, 4))], {"scales": [3]})),
     OpCase("SumPool", "remainder", single("SumPool", [("in", rand(2, 3, 7, 5))], {"kernel_shape": [3, 2]})),

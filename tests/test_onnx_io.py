@@ -686,7 +686,17 @@ def _zero_insertion_graph() -> Graph:
     return g
 
 
+def _interleave_graph() -> Graph:
+    """Per-phase results of a 3-D layer with unequal strides, cropped: Concat + Reshape/Transpose + Slice."""
+    g = Graph("interleave")
+    x = g.add_input("x", ("N", 3, 4, 5, 3))
+    phases = [g.op("Mul", x, g.const(np.float32(k + 1), "scale")) for k in range(2 * 3 * 1)]
+    g.outputs.append(g.op("Interleave", *phases, strides=[2, 3, 1], sizes=[7, 15, 2], name="woven"))
+    return g
+
+
 OWN_GRAPHS = {
+    "interleave": (_interleave_graph, (2, 3, 4, 5, 3)),
     "flip": (_flip_graph, (2, 3, 4, 5)),
     "interior-pad": (_interior_pad_graph, (2, 3, 4, 5)),
     "im2col": (_im2col_graph, (2, 3, 6, 7)),
@@ -705,7 +715,7 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
     onnx.checker.check_model(model, full_check=True)
     assert {e.domain for e in model.opset_import} == {""}
     assert all(n.domain == "" for n in model.graph.node)
-    assert not {"Flip", "InteriorPad", "Im2Col"} & {n.op_type for n in model.graph.node}
+    assert not {"Flip", "InteriorPad", "Im2Col", "Interleave"} & {n.op_type for n in model.graph.node}
     read = {name for node in model.graph.node for name in node.input}
     assert {t.name for t in model.graph.initializer} <= read  # nothing left behind unread
     x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
@@ -714,7 +724,7 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
     assert list(runtime) == [v.name for v in graph.outputs]
     for name, want in reference.items():
         assert runtime[name].shape == want.shape
-        if kind == "chain" and name != graph.outputs[-1].name:
+        if (kind == "chain" and name != graph.outputs[-1].name) or kind == "interleave":
             np.testing.assert_allclose(runtime[name], want, rtol=1e-5, atol=1e-5)  # a real convolution
         else:
             np.testing.assert_array_equal(runtime[name], want.astype(np.float32))  # pure data movement

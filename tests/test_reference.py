@@ -649,6 +649,38 @@ def test_interior_pad_inserts_zeros_between_neighbours() -> None:
     assert out[0, 0].tolist() == [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 3.0]
 
 
+@pytest.mark.parametrize(
+    ("strides", "rows", "sizes"),
+    [([2, 2], [3, 4], [6, 8]), ([2, 3], [3, 2], [5, 4]), ([3], [4], [10]), ([1, 2, 2], [2, 3, 2], [2, 6, 3])],
+)
+def test_interleave_places_phase_r_row_j_at_j_times_s_plus_r(strides, rows, sizes) -> None:
+    """Element by element: Y[..., j·s + r] = phase_r[..., j] (r row-major over the axes), cut to `sizes`."""
+    rng = np.random.default_rng(5)
+    phases = [rng.standard_normal((2, 3, *rows)) for _ in range(int(np.prod(strides)))]
+    g = Graph()
+    inputs = [g.add_input(f"p{i}", p.shape, "float64") for i, p in enumerate(phases)]
+    y = g.op("Interleave", *inputs, strides=strides, sizes=sizes)
+    g.outputs.append(y)
+    g.verify()
+    out = evaluate(g, {f"p{i}": p for i, p in enumerate(phases)})[y.name]
+    assert out.shape == (2, 3, *sizes)
+    for position in np.ndindex(*sizes):
+        flat = 0
+        for o, s in zip(position, strides, strict=True):
+            flat = flat * s + o % s
+        source = tuple(o // s for o, s in zip(position, strides, strict=True))
+        np.testing.assert_array_equal(out[(..., *position)], phases[flat][(..., *source)])
+
+
+def test_interleave_refuses_wrong_counts_in_one_line() -> None:
+    g = Graph()
+    a = g.add_input("a", (1, 2, 3, 3), "float32")
+    with pytest.raises(lowering.VerificationError, match="takes Πstrides = 4 inputs, got 2"):
+        g.op("Interleave", a, a, strides=[2, 2])
+    with pytest.raises(lowering.VerificationError, match=r"attribute 'sizes'.*must be in \[0, 6\]"):
+        g.op("Interleave", a, a, a, a, strides=[2, 2], sizes=[7, 6])
+
+
 def test_flip_reverses_given_axes() -> None:
     x = np.arange(24.0).reshape(2, 3, 4)
     g, xv = _graph_with_input(x)

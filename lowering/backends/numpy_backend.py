@@ -188,6 +188,11 @@ def _depth_to_space(ctx: _Context, node: Node, a: list[str]) -> str:
     return f"{t}.reshape({n}, {c // (b * b)}, {h * b}, {w * b})"
 
 
+def _interleave(ctx: _Context, node: Node, a: list[str]) -> str:
+    sizes = list(node.outputs[0].shape[2:])
+    return f"{ctx.kernel('_interleave')}([{', '.join(a)}], {list(node.attr('strides'))}, {sizes})"
+
+
 def _space_to_depth(ctx: _Context, node: Node, a: list[str]) -> str:
     b = node.attr("blocksize")
     _, c, h, w = node.inputs[0].shape
@@ -296,6 +301,7 @@ EMITTERS: dict[str, Emitter] = {
     "Col2Im": _col2im,
     "Im2Col": _im2col,
     "InteriorPad": lambda ctx, node, a: f"{ctx.kernel('_interior_pad')}({a[0]}, {list(node.attr('interior'))})",
+    "Interleave": _interleave,
     "Flip": lambda ctx, node, a: f"np.flip({a[0]}, axis={tuple(node.attr('axes'))})",
     "Identity": lambda ctx, node, a: a[0],
     "Constant": _constant,

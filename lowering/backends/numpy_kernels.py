@@ -131,6 +131,17 @@ def _interior_pad(x, interior):
     return out
 
 
+def _interleave(phases, strides, sizes):
+    """Phase r (row-major residues) to positions j·s + r of every spatial axis, cut to `sizes`."""
+    out = np.empty(phases[0].shape[:2] + tuple(sizes), dtype=phases[0].dtype)
+    residues = np.ndindex(*strides)
+    for phase, residue in zip(phases, residues):
+        counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes)]
+        target = tuple(slice(r, None, s) for r, s in zip(residue, strides))
+        out[(Ellipsis, *target)] = phase[(Ellipsis, *(slice(0, c) for c in counts))]
+    return out
+
+
 def _sparse_matmul(a, values, rows, cols, n_cols):
     """a (..., K) times the COO matrix (values at rows, cols): scatter-add of scaled gathered columns."""
     flat = a.reshape(-1, a.shape[-1])
@@ -161,6 +172,7 @@ KERNELS = {
         _im2col,
         _conv_transpose,
         _interior_pad,
+        _interleave,
         _sparse_matmul,
         _scatter_nd_add,
         _sigmoid,

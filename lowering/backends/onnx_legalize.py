@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..ir import Graph, Node, Value
+from ..ops.layout import depth_to_space_nd
 from .onnx_sparse import expand_sparse_matmul
 
 INT64_MIN = int(np.iinfo(np.int64).min)
@@ -110,8 +111,32 @@ def _sum_pool(graph: Graph, node: Node) -> Value:
     return graph.op("Conv", x, ones, group=channels, kernel_shape=kernel, strides=kernel, before=node)
 
 
+def _interleave(graph: Graph, node: Node) -> Value:
+    """Concat the phases, DepthToSpace (DCR) them in any rank, crop to `sizes`."""
+    strides = list(node.attr("strides"))
+    channels, *rows = node.inputs[0].shape[1:]
+    stacked = node.inputs[0]
+    if len(node.inputs) > 1:
+        stacked = graph.op("Concat", *node.inputs, axis=1, before=node)
+    y = depth_to_space_nd(graph, stacked, channels, strides, rows, "DCR", node)
+    sizes = list(node.outputs[0].shape[2:])
+    if sizes == [j * s for j, s in zip(rows, strides, strict=True)]:
+        return y
+    rank = len(strides)
+    ints = lambda values, hint: graph.const(np.asarray(list(values), np.int64), hint)  # noqa: E731
+    return graph.op(
+        "Slice",
+        y,
+        ints([0] * rank, "crop_starts"),
+        ints(sizes, "crop_ends"),
+        ints(range(2, 2 + rank), "crop_axes"),
+        before=node,
+    )
+
+
 EXPANSIONS: dict[str, Callable[[Graph, Node], Value]] = {
     "Flip": _flip,
+    "Interleave": _interleave,
     "InteriorPad": _interior_pad,
     "Im2Col": _im2col,
     "SparseMatMul": expand_sparse_matmul,

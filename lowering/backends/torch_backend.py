@@ -148,6 +148,18 @@ def interior_pad(x, interior):
     return out
 
 
+def interleave(phases, strides, sizes):
+    """Phase r (row-major residues) to positions j·s + r of every spatial axis, cut to `sizes`: one strided
+    copy per phase into the output (a Concat + DepthToSpace copies everything twice)."""
+    first = phases[0]
+    out = first.new_empty((*first.shape[:2], *sizes))
+    for phase, residue in zip(phases, itertools.product(*(range(s) for s in strides)), strict=True):
+        counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
+        target = tuple(slice(r, None, s) for r, s in zip(residue, strides, strict=True))
+        out[(slice(None), slice(None), *target)] = phase[(slice(None), slice(None), *(slice(0, c) for c in counts))]
+    return out
+
+
 def gather(data, indices, axis):
     """ONNX Gather: indices of any shape, negative ones counted from the end."""
     axis = axis % data.dim()
@@ -212,6 +224,7 @@ HELPERS: dict[str, Callable] = {
         col2im_nd,
         im2col_nd,
         interior_pad,
+        interleave,
         gather,
         scatter_nd,
         conv_prepacked,
@@ -710,6 +723,9 @@ EMITTERS: dict[str, Emitter] = {
     "Col2Im": _col2im,
     "Im2Col": _im2col,
     "InteriorPad": lambda b, node: b.call(interior_pad, b.value(node.inputs[0]), list(node.attr("interior"))),
+    "Interleave": lambda b, node: b.call(
+        interleave, [b.value(v) for v in node.inputs], list(node.attr("strides")), list(node.outputs[0].shape[2:])
+    ),
     "Flip": lambda b, node: b.call(torch.flip, b.value(node.inputs[0]), list(node.attr("axes"))),
     "Identity": lambda b, node: b.value(node.inputs[0]),
     "Constant": lambda b, node: b.value(node.outputs[0]),

@@ -1,10 +1,17 @@
-"""DepthToSpace and SpaceToDepth (4-D, ONNX semantics): the interleave of sub-pixel convolution."""
+"""DepthToSpace and SpaceToDepth (4-D, ONNX semantics), and this project's Interleave (any rank,
+one input per phase, cropped): the interleaves of sub-pixel convolution.
+
+`depth_to_space_nd` builds the N-D DepthToSpace out of standard ONNX ops (Reshape, Transpose,
+Reshape; DepthToSpace itself in 2-D with equal blocks), for the lowerings and the ONNX writer.
+"""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from ..ir import Node
+from ..ir import Dim, Graph, Node, Value
 from .registry import Attr, InferContext, TensorType, define
 
 depth_to_space = define(
@@ -86,3 +93,115 @@ def _(ctx, node: Node, cotangents) -> dict[int, object]:
 @space_to_depth.transpose
 def _(ctx, node: Node, cotangents) -> dict[int, object]:
     return {0: ctx.op("DepthToSpace", cotangents[0], blocksize=node.attr("blocksize"), mode="DCR")}
+
+
+# --------------------------------------------------------------------------- Interleave
+
+interleave = define(
+    "Interleave",
+    inputs=("phases*",),
+    attrs={
+        "strides": Attr("ints", required=True, doc="s per spatial axis; Πs inputs, residues in row-major order"),
+        "sizes": Attr("ints", doc="output spatial sizes, each <= J·s (default J·s): the rest is cropped"),
+    },
+    domain="lowering",
+    linear_inputs=(0,),
+    doc="Y[n, c, j·s + r] = phase_r[n, c, j] on every spatial axis (phase index: r in row-major order), "
+    "Y cut to `sizes`. Per-phase sub-pixel convolution writes its phases straight into the output with it.",
+)
+
+
+def residues(strides) -> list[tuple[int, ...]]:
+    """The phases' residues r, in the order Interleave takes its inputs."""
+    return list(itertools.product(*(range(s) for s in strides)))
+
+
+def phase_counts(residue, strides, sizes) -> list[int]:
+    """How many rows of the phase with `residue` land inside the output, per axis."""
+    return [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
+
+
+@interleave.infer
+def _(ctx: InferContext) -> list[TensorType]:
+    strides = list(ctx.attr("strides"))
+    shapes = [ctx.shape(i) for i in range(len(ctx.node.inputs))]
+    if any(s < 1 for s in strides):
+        ctx.fail(f"must be >= 1, got {strides}", attr="strides")
+    phases = int(np.prod(strides))
+    if len(shapes) != phases:
+        ctx.fail(f"takes Πstrides = {phases} inputs, got {len(shapes)}")
+    first = shapes[0]
+    if len(first) != 2 + len(strides):
+        ctx.fail(f"inputs must have rank 2 + {len(strides)} (one stride per spatial axis), got {len(first)}")
+    for index, shape in enumerate(shapes):
+        if tuple(shape) != tuple(first) or ctx.dtype(index) != ctx.dtype(0):
+            ctx.fail(f"input {index} is {ctx.dtype(index)}{list(shape)}, input 0 is {ctx.dtype(0)}{list(first)}")
+    rows = first[2:]
+    if not all(isinstance(j, int) for j in rows):
+        ctx.fail(f"spatial sizes must be static, got {list(rows)}")
+    full = [j * s for j, s in zip(rows, strides, strict=True)]
+    sizes = list(ctx.attr("sizes") or full)
+    if len(sizes) != len(strides):
+        ctx.fail(f"has {len(sizes)} values for {len(strides)} spatial axes", attr="sizes")
+    for axis, (o, most) in enumerate(zip(sizes, full, strict=True)):
+        if not 0 <= o <= most:
+            ctx.fail(f"must be in [0, {most}] (J·s), got {o}", attr="sizes", axis=axis)
+    out: tuple[Dim, ...] = (*first[:2], *sizes)
+    return [TensorType(out, ctx.dtype(0))]
+
+
+@interleave.reference
+def _(node: Node, *phases) -> list[np.ndarray]:
+    strides = list(node.attr("strides"))
+    rows = phases[0].shape[2:]
+    sizes = list(node.attr("sizes") or [j * s for j, s in zip(rows, strides, strict=True)])
+    out = np.empty((*phases[0].shape[:2], *sizes), dtype=phases[0].dtype)
+    for phase, residue in zip(phases, residues(strides), strict=True):
+        counts = phase_counts(residue, strides, sizes)
+        target = tuple(slice(r, None, s) for r, s in zip(residue, strides, strict=True))
+        out[(..., *target)] = phase[(..., *(slice(0, c) for c in counts))]
+    return [out]
+
+
+@interleave.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Each phase gets the strided slice of the cotangent it was written to, zero-extended to J rows."""
+    strides = list(node.attr("strides"))
+    rank = len(strides)
+    rows = node.inputs[0].shape[2:]
+    sizes = list(node.outputs[0].shape[2:])
+    out = {}
+    for index, residue in enumerate(residues(strides)):
+        t = ctx.op(
+            "Slice",
+            cotangents[0],
+            ctx.ints(residue, "starts"),
+            ctx.ints(sizes, "ends"),
+            ctx.ints(range(2, 2 + rank), "axes"),
+            ctx.ints(strides, "steps"),
+        )
+        short = [j - c for j, c in zip(rows, phase_counts(residue, strides, sizes), strict=True)]
+        out[index] = ctx.pad(t, [0] * (2 + rank), [0, 0, *short])
+    return out
+
+
+def depth_to_space_nd(
+    graph: Graph, y: Value, channels: int, strides: list[int], rows: list[int], order: str, before: Node
+) -> Value:
+    """Phase p of row q goes to position q·s + p, any rank. `order` is the channel layout of y:
+    DCR = (phase, channel), CRD = (channel, phase), as ONNX DepthToSpace names them."""
+    d = len(strides)
+    if all(s == 1 for s in strides):
+        return y
+    if d == 2 and strides[0] == strides[1]:
+        return graph.op("DepthToSpace", y, blocksize=strides[0], mode=order, before=before)
+    if order == "DCR":  # (N, s..., M, Q...)
+        split = [0, *strides, channels, *rows]
+        perm = [0, d + 1] + [x for j in range(d) for x in (d + 2 + j, 1 + j)]
+    else:  # (N, M, s..., Q...)
+        split = [0, channels, *strides, *rows]
+        perm = [0, 1] + [x for j in range(d) for x in (2 + d + j, 2 + j)]
+    t = graph.op("Reshape", y, graph.const(np.asarray(split, np.int64), "phase_split"), before=before)
+    t = graph.op("Transpose", t, perm=perm, before=before)
+    merged = [0, channels, *(q * s for q, s in zip(rows, strides, strict=True))]
+    return graph.op("Reshape", t, graph.const(np.asarray(merged, np.int64), "interleaved"), before=before)
