@@ -165,9 +165,11 @@ def render(results: list[LayerResult], peak: float) -> None:
         ):
             table.add_column(column, justify="left" if column == "variant" else "right")
         ordered = sorted(result.measurements, key=lambda m: (m.status != "ok", m.median_s if m.status == "ok" else 0))
+        notes = []
         for m in ordered:
-            if m.status != "ok":
-                table.add_row(m.label, f"[dim]{m.status[:90]}[/dim]", *[""] * 8)
+            if m.status != "ok":  # the reason goes under the table, so that it does not widen a column
+                notes.append(f"  {m.label}: {m.status}")
+                table.add_row(m.label, f"[dim]{m.status.split(':')[0]}[/dim]", *[""] * 8)
                 continue
             style = "bold" if m.strategy == NATIVE else ""
             memory = "-" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / 2**20:.1f}"
@@ -184,6 +186,8 @@ def render(results: list[LayerResult], peak: float) -> None:
                 f"{m.max_rel_error:.1e}",
             )
         console.print(table)
+        for note in notes:
+            console.print(note, markup=False, highlight=False)
 
 
 def write_outputs(args: argparse.Namespace, header: dict[str, Any], results: list[LayerResult]) -> None:
