@@ -1,7 +1,9 @@
 """The static cost model `auto` chooses with: estimated seconds from a strategy's cost figures.
 
-    time = executed_macs / mac_rate[backend][strategy] + 2 · largest_intermediate_bytes / bandwidth[backend][strategy]
-           + ops · op_overhead[backend]
+    time = executed_macs / mac_rate[backend][strategy]
+           + moved bytes within cache_bytes[backend] / bandwidth[backend][strategy]
+           + moved bytes beyond it / memory_bandwidth[backend][strategy]
+           + ops · op_overhead[backend],      moved bytes = 2 · largest_intermediate_bytes
 
 The rates are effective figures, not hardware facts: they were fitted to one `lowering bench` run on
 a 2-core AVX-512 machine by `docs/bench/fit_cost_model.py` (which prints the tables below from a
@@ -9,8 +11,9 @@ bench JSON file), so that the static pick is within 10% of the measured best on 
 possible. What matters for a choice is their ratio between strategies, not their absolute value. A
 strategy not in a backend's table uses that backend's "default" rate; a backend not in the tables
 uses onnxruntime's. Bandwidth is per strategy too: moving the same bytes costs very different time in
-a pixel shuffle of a blocked oneDNN result and in a fold of a contiguous column buffer. Refit when a
-backend's code generation changes.
+a pixel shuffle of a blocked oneDNN result and in a fold of a contiguous column buffer, and bytes
+that stay in cache move several times faster than bytes that go to memory. Refit when a backend's code
+generation changes.
 """
 
 from __future__ import annotations
@@ -28,74 +31,109 @@ class CostModel:
     each per strategy ("default" for the rest), and seconds per emitted op."""
 
     mac_rate: dict[str, dict[str, float]] = field(default_factory=dict)
-    bandwidth: dict[str, dict[str, float]] = field(default_factory=dict)
+    bandwidth: dict[str, dict[str, float]] = field(default_factory=dict)  # while the bytes fit in cache
+    memory_bandwidth: dict[str, dict[str, float]] = field(default_factory=dict)  # for the bytes beyond it
+    cache_bytes: dict[str, float] = field(default_factory=dict)
     op_overhead: dict[str, float] = field(default_factory=dict)
 
     def seconds(self, cost: Cost, backend: str) -> float:
         backend = backend if backend in self.mac_rate else "onnx"
-        rates, bandwidths = self.mac_rate[backend], self.bandwidth[backend]
+        moved = 2 * cost.largest_intermediate_bytes  # written once, read once
+        cached = min(moved, self.cache_bytes[backend])
         return (
-            cost.executed_macs / rates.get(cost.strategy, rates["default"])
-            + 2 * cost.largest_intermediate_bytes / bandwidths.get(cost.strategy, bandwidths["default"])
+            cost.executed_macs / _rate(self.mac_rate[backend], cost.strategy)
+            + cached / _rate(self.bandwidth[backend], cost.strategy)
+            + (moved - cached) / _rate(self.memory_bandwidth[backend], cost.strategy)
             + cost.ops * self.op_overhead[backend]
         )
 
 
-# fitted by docs/bench/fit_cost_model.py to a `lowering bench` run on the 2-core machine (see the README)
+def _rate(table: dict[str, float], strategy: str) -> float:
+    return table.get(strategy, table["default"])
+
+
+# fitted by docs/bench/fit_cost_model.py to two `lowering bench` runs on the 2-core machine (see the README)
 MODEL = CostModel(
     mac_rate={
         "torch": {
-            "default": 18 * GIGA,
-            "zero-insertion": 98 * GIGA,
+            "default": 43 * GIGA,
+            "zero-insertion": 110 * GIGA,
             "matrix": 250 * GIGA,
-            "col2im": 44 * GIGA,
-            "subpixel": 49 * GIGA,
-            "subpixel-fused": 125 * GIGA,
+            "col2im": 234 * GIGA,
+            "subpixel": 62.5 * GIGA,
+            "subpixel-fused": 129 * GIGA,
         },
         "onnx": {
             "default": 250 * GIGA,
-            "zero-insertion": 25 * GIGA,
+            "zero-insertion": 80.8 * GIGA,
             "matrix": 250 * GIGA,
-            "col2im": 250 * GIGA,
-            "subpixel": 250 * GIGA,
-            "subpixel-fused": 228 * GIGA,
+            "col2im": 185 * GIGA,
+            "subpixel": 125 * GIGA,
+            "subpixel-fused": 122 * GIGA,
         },
         "numpy": {
-            "default": 31 * GIGA,
-            "zero-insertion": 51 * GIGA,
-            "matrix": 250 * GIGA,
-            "col2im": 135 * GIGA,
-            "subpixel": 11 * GIGA,
-            "subpixel-fused": 15 * GIGA,
+            "default": 44.5 * GIGA,
+            "zero-insertion": 16.6 * GIGA,
+            "matrix": 123 * GIGA,
+            "col2im": 19.2 * GIGA,
+            "subpixel": 3.81 * GIGA,
+            "subpixel-fused": 19.3 * GIGA,
         },
     },
     bandwidth={
         "torch": {
-            "default": 3 * GIGA,
-            "subpixel": 6 * GIGA,
-            "zero-insertion": 1 * GIGA,
-            "matrix": 2 * GIGA,
-            "col2im": 2 * GIGA,
-            "subpixel-fused": 6 * GIGA,
+            "default": 3.92 * GIGA,
+            "subpixel": 1.09 * GIGA,
+            "zero-insertion": 1.23 * GIGA,
+            "matrix": 1.12 * GIGA,
+            "col2im": 0.845 * GIGA,
+            "subpixel-fused": 1.26 * GIGA,
         },
         "onnx": {
-            "default": 41 * GIGA,
-            "subpixel": 36 * GIGA,
-            "zero-insertion": 10 * GIGA,
-            "matrix": 18 * GIGA,
-            "col2im": 40 * GIGA,
+            "default": 50 * GIGA,
+            "subpixel": 50 * GIGA,
+            "zero-insertion": 29.9 * GIGA,
+            "matrix": 23.1 * GIGA,
+            "col2im": 5.25 * GIGA,
             "subpixel-fused": 50 * GIGA,
         },
         "numpy": {
-            "default": 7 * GIGA,
-            "subpixel": 2 * GIGA,
-            "zero-insertion": 2 * GIGA,
-            "matrix": 10 * GIGA,
-            "col2im": 2 * GIGA,
-            "subpixel-fused": 3 * GIGA,
+            "default": 15.8 * GIGA,
+            "subpixel": 1.26 * GIGA,
+            "zero-insertion": 4.8 * GIGA,
+            "matrix": 3.3 * GIGA,
+            "col2im": 48 * GIGA,
+            "subpixel-fused": 7.27 * GIGA,
         },
     },
-    op_overhead={"torch": 6e-06, "onnx": 2e-05, "numpy": 6e-05},
+    memory_bandwidth={
+        "torch": {
+            "default": 4.1 * GIGA,
+            "matrix": 4.63 * GIGA,
+            "subpixel": 2.81 * GIGA,
+            "subpixel-fused": 0.289 * GIGA,
+            "zero-insertion": 6.13 * GIGA,
+            "col2im": 4.26 * GIGA,
+        },
+        "onnx": {
+            "default": 20 * GIGA,
+            "matrix": 20 * GIGA,
+            "subpixel": 20 * GIGA,
+            "subpixel-fused": 16.3 * GIGA,
+            "zero-insertion": 20 * GIGA,
+            "col2im": 12.9 * GIGA,
+        },
+        "numpy": {
+            "default": 1.98 * GIGA,
+            "matrix": 8.59 * GIGA,
+            "subpixel": 20 * GIGA,
+            "subpixel-fused": 7.7 * GIGA,
+            "zero-insertion": 11.5 * GIGA,
+            "col2im": 1.88 * GIGA,
+        },
+    },
+    cache_bytes={"torch": 2.2e07, "onnx": 7.66e06, "numpy": 4.07e06},
+    op_overhead={"torch": 1.55e-05, "onnx": 3.27e-05, "numpy": 1.01e-05},
 )
 
 

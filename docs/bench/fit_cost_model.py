@@ -1,14 +1,14 @@
 """Refit the static cost model's rates (`passes/cost_model.py`) to a `lowering bench --json` run.
 
-    python docs/bench/fit_cost_model.py docs/bench/bench.json [more runs ...]
+    python docs/bench/fit_cost_model.py RUN.json [RUN.json ...] [--check HELD_OUT.json ...]
 
-For every layer and backend of the run it recomputes each `auto` candidate's cost figures, then
+For every layer and backend of the runs it recomputes each `auto` candidate's cost figures, then
 searches the rates (coordinate descent over multiplicative steps, from the current model and from
-seeded random perturbations of it) for the model whose
-static pick is within 10% of the measured best strategy on the most layers, ties broken by the
-smallest geometric-mean cost of the picks. It prints the fitted tables, the share before and after,
-and the layers where the pick still misses. Fitting and judging on the same run flatters the model;
-check a fitted model on a second run before trusting the share.
+seeded random perturbations of it, within physical bounds) for the model whose static pick is
+within 10% of the measured best strategy on the most layers, ties broken by the smallest
+geometric-mean cost of the picks. It prints the fitted tables, the share on the fitting runs and the
+layers where the pick still misses. Fitting and judging on the same run flatters the model:
+`--check` scores it on runs it was not fitted to, which is the figure to trust.
 """
 
 from __future__ import annotations
@@ -73,16 +73,24 @@ def score(model: CostModel, rows) -> tuple[int, float]:
 # Bounds that keep the fitted figures physical: no strategy multiplies faster than the machine's peak
 # (about 190 G multiply-adds/s here) allows with some slack, moves bytes faster than its caches, or
 # dispatches an op in less than a microsecond. Without them the search overfits with absurd values.
-BOUNDS = {"mac_rate": (1 * GIGA, 250 * GIGA), "bandwidth": (0.5 * GIGA, 50 * GIGA), "op_overhead": (1e-6, 2e-4)}
+BOUNDS = {
+    "mac_rate": (1 * GIGA, 250 * GIGA),
+    "bandwidth": (0.5 * GIGA, 50 * GIGA),
+    "memory_bandwidth": (0.2 * GIGA, 20 * GIGA),
+    "cache_bytes": (1e6, 64e6),
+    "op_overhead": (1e-6, 2e-4),
+}
 
 
 def parameters(model: CostModel) -> list[tuple[dict, str, tuple[float, float]]]:
     """Every rate of the model as (table, key, bounds), so that a step can scale it in place."""
     out = []
-    for backend, rates in model.mac_rate.items():
-        out += [(rates, key, BOUNDS["mac_rate"]) for key in rates]
-        out += [(model.bandwidth[backend], key, BOUNDS["bandwidth"]) for key in model.bandwidth[backend]]
-        out.append((model.op_overhead, backend, BOUNDS["op_overhead"]))
+    for backend in model.mac_rate:
+        for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
+            table = getattr(model, name)[backend]
+            out += [(table, key, BOUNDS[name]) for key in table]
+        for name in ("cache_bytes", "op_overhead"):
+            out.append((getattr(model, name), backend, BOUNDS[name]))
     return out
 
 
@@ -90,7 +98,8 @@ def fit(rows, start: CostModel, restarts: int = 12, seed: int = 0) -> CostModel:
     """The best of a descent from `start` and from `restarts` random perturbations of it (x1/4 to x4)."""
     model = copy.deepcopy(start)
     names = {c.strategy for _, _, costs, _ in rows for c in costs}
-    for table in [*model.mac_rate.values(), *model.bandwidth.values()]:  # per candidate, from the default
+    per_strategy = [model.mac_rate, model.bandwidth, model.memory_bandwidth]
+    for table in [t for tables in per_strategy for t in tables.values()]:  # per candidate, from the default
         for name in names:
             table.setdefault(name, table["default"])
     rng = random.Random(seed)
@@ -125,26 +134,33 @@ def show(model: CostModel) -> str:
         return f"{v / GIGA:.0f} * GIGA"
 
     lines = []
-    for name, tables in (("mac_rate", model.mac_rate), ("bandwidth", model.bandwidth)):
+    for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
+        tables = getattr(model, name)
         lines.append(f"{name}={{")
         for backend, rates in tables.items():
             inner = ", ".join(f'"{k}": {rate(v)}' for k, v in rates.items())
             lines.append(f'    "{backend}": {{{inner}}},')
         lines.append("},")
+    lines.append("cache_bytes={" + ", ".join(f'"{k}": {v:.0e}' for k, v in model.cache_bytes.items()) + "},")
     lines.append("op_overhead={" + ", ".join(f'"{k}": {v:.0e}' for k, v in model.op_overhead.items()) + "},")
     return "\n".join(lines)
 
 
-def main(paths: list[str]) -> None:
+def report(model: CostModel, rows, title: str) -> None:
+    shares = ", ".join(f"{b} {score(model, [r for r in rows if r[1] == b])[0]}/{len(rows) // 3}" for b in BACKENDS)
+    print(f"{title}: static pick within 10% of the best on {score(model, rows)[0]}/{len(rows)} ({shares})")
+
+
+def main(paths: list[str], checks: list[str]) -> None:
     rows = observations(paths)
-    before = score(MODEL, rows)
     model = fit(rows, MODEL)
-    after = score(model, rows)
-    print(show(model))
-    print(f"\nstatic pick within 10% of the best: {before[0]}/{len(rows)} before, {after[0]}/{len(rows)} after")
-    for backend in BACKENDS:
-        mine = [r for r in rows if r[1] == backend]
-        print(f"  {backend}: {score(model, mine)[0]}/{len(mine)}")
+    print(show(model) + "\n")
+    report(MODEL, rows, "current model, fitting runs")
+    report(model, rows, "fitted model, fitting runs")
+    if checks:
+        held_out = observations(checks)
+        report(MODEL, held_out, "current model, held-out runs")
+        report(model, held_out, "fitted model, held-out runs")
     for name, backend, costs, measured in rows:
         pick = min(costs, key=lambda c: model.seconds(c, backend)).strategy
         best = min((c.strategy for c in costs), key=measured.__getitem__)
@@ -153,4 +169,6 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["docs/bench/bench.json"])
+    args = sys.argv[1:]
+    split = args.index("--check") if "--check" in args else len(args)
+    main(args[:split] or ["docs/bench/bench.json"], args[split + 1 :])
