@@ -201,19 +201,22 @@ class Graph:
         self.inputs.append(value)
         return value
 
-    def add_initializer(self, name: str, array: np.ndarray) -> Value:
-        """A named constant tensor (ONNX initializer). The array is copied and made read-only."""
-        data = np.array(array, copy=True)
+    def add_initializer(self, name: str, array: np.ndarray, copy: bool = True) -> Value:
+        """A named constant tensor (ONNX initializer), made read-only. The array is copied unless `copy`
+        is False, which a pass may ask for an array it has just made and keeps no reference to."""
+        data = np.array(array, copy=True) if copy or not isinstance(array, np.ndarray) else array
         data.setflags(write=False)
         value = self._claim(Value(name, data.shape, data.dtype.name))
         value.const = data
         self.initializers[name] = value
         return value
 
-    def const(self, array: np.ndarray | Sequence[Any], hint: str = "const", dtype: str | None = None) -> Value:
+    def const(
+        self, array: np.ndarray | Sequence[Any], hint: str = "const", dtype: str | None = None, copy: bool = True
+    ) -> Value:
         """A new constant with a fresh name; the usual way for a pass to add weights or shape operands."""
         data = np.asarray(array, dtype=dtype)
-        return self.add_initializer(self.fresh_name(hint), data)
+        return self.add_initializer(self.fresh_name(hint), data, copy=copy)
 
     def add_node(
         self,

@@ -41,7 +41,8 @@ class FoldConstants(Pass):
                 continue
             results = opdef.evaluate(node, inputs)
             for value, result in zip(node.outputs, results, strict=True):
-                constant = graph.const(np.asarray(result).astype(value.dtype), hint=value.name)
+                array = np.array(result, dtype=value.dtype)  # a fresh array the graph can own
+                constant = graph.const(array, hint=value.name, copy=False)
                 graph.replace_all_uses_with(value, constant)
             graph.remove_node(node)
             folded += 1
