@@ -2,6 +2,7 @@
 
 Rewrite (DESIGN.md 3.3), with Πk taps and Πi input positions:
     cols[n, G] = W_Gᵀ · X[n, G]            (M/g·Πk) × Πi per group G, one batched MatMul
+                                           (a broadcast Mul when C/g = 1: depthwise)
     Y = Col2Im(cols, image, k, strides s, dilations δ, pads) + B
 Col2Im's block `l`, tap `κ` lands at `s·l + δ·κ − p_begin`: the ConvTranspose scatter itself.
 ONNX Col2Im takes only non-negative pads; when `p_begin < 0` or `p_end < a` the scatter goes to
@@ -46,7 +47,9 @@ class Col2ImLowering(LoweringStrategy):
         wt = graph.op("Reshape", w, graph.const(ints([grp, cg, mg * taps]), "w_groups"), before=node)
         wt = graph.op("Transpose", wt, perm=[0, 2, 1], before=node)
         xg = graph.op("Reshape", x, graph.const(ints([0, grp, cg, positions]), "x_groups"), before=node)
-        cols = graph.op("MatMul", wt, xg, before=node)  # (N, g, M/g·Πk, Πi)
+        # (N, g, M/g·Πk, Πi). With one input channel per group (depthwise) each product is a single term:
+        # a broadcast Mul, not g tiny matrix products
+        cols = graph.op("Mul" if cg == 1 else "MatMul", wt, xg, before=node)
         cols = graph.op("Reshape", cols, graph.const(ints([0, g.out_channels * taps, positions]), "cols"), before=node)
 
         scatter_end = [pe - a for pe, a in zip(g.pads_end, g.output_padding, strict=True)]
