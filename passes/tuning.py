@@ -3,12 +3,15 @@
 The node is cut out into a one-node graph (same shapes, attributes and weights), lowered by each
 candidate, compiled for the target backend and device, and timed in interleaved rounds. The
 decision is cached in a user file keyed by the layer's signature (geometry, element type, whether
-the weights are constants), the backend, the device and the library versions, so a layer is
+the weights are constants), the backend, the device, the library versions and a fingerprint of
+this project's own source (its lowerings and backends decide what is measured), so a layer is
 measured once per machine and software stack.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import statistics
@@ -32,6 +35,19 @@ def cache_file() -> Path:
     return Path(base) / "tune.json"
 
 
+@functools.cache
+def source_fingerprint() -> str:
+    """A hash of the `lowering` and `passes` sources: a changed lowering or backend invalidates old timings."""
+    import lowering
+
+    digest = hashlib.sha256()
+    for package in (Path(lowering.__file__).parent, Path(__file__).parent):
+        for path in sorted(package.rglob("*.py")):
+            digest.update(path.relative_to(package.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _versions() -> dict[str, str]:
     import onnxruntime
     import torch
@@ -43,6 +59,7 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "torch": torch.__version__,
         "ort": onnxruntime.__version__,
+        "source": source_fingerprint(),
     }
 
 

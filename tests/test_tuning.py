@@ -40,3 +40,14 @@ def test_signature_separates_backends_and_layers():
         tuning.signature(other, other_node, lowering.node_geometry(other_node), "onnx", "cpu"),
     }
     assert len(keys) == 3
+
+
+def test_a_changed_lowering_invalidates_cached_timings(monkeypatch):
+    """The signature carries a fingerprint of the project's source: timings of old code are not reused."""
+    graph = parse_layer("N=1 C=4 M=3 in=5x5 k=3 s=2 p=1")
+    node = graph.nodes[0]
+    geometry = lowering.node_geometry(node)
+    before = tuning.signature(graph, node, geometry, "onnx", "cpu")
+    assert json.loads(before)["versions"]["source"] == tuning.source_fingerprint()
+    monkeypatch.setattr(tuning, "source_fingerprint", lambda: "edited")
+    assert tuning.signature(graph, node, geometry, "onnx", "cpu") != before
