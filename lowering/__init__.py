@@ -5,7 +5,8 @@ The public API:
 - IR: `Graph`, `Node`, `Value`; `parse_ir(text)` and `str(graph)` for the text form.
 - Semantics: `evaluate(graph, inputs)` runs any graph in float64 from the op definitions.
 - Linear operators: `conv_operator(graph, node)` views a Conv / ConvTranspose as a matrix.
-- Lowering: `lower(graph, strategy="auto" | "zero-insertion" | "matrix" | "col2im" | "subpixel")`.
+- Lowering: `lower(graph, strategy="auto" | "zero-insertion" | "matrix" | "col2im" | "subpixel"
+  | "subpixel-fused")`.
 - ONNX: `from_onnx(path_or_model)`, `to_onnx(graph, opset=None)`.
 """
 

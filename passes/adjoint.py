@@ -5,7 +5,8 @@ the per-op transpose rules kept next to each op (`@opdef.transpose` in `lowering
 Conv <-> ConvTranspose (output_padding derived so shapes round-trip), InteriorPad (zero insertion)
 <-> strided Slice (with Flip for negative steps), Pad <-> crop, Reshape, Transpose <-> inverse
 permutation, Flip, MatMul / Gemm / Mul / Div by a constant, BatchNormalization without shift,
-Add / Sub (fan-in) <-> fan-out, Concat <-> Split, DepthToSpace <-> SpaceToDepth, Col2Im <-> Im2Col,
+Add / Sub (fan-in) <-> fan-out, Concat <-> Split, DepthToSpace <-> SpaceToDepth, Interleave <->
+strided Slices (+ Pad), Col2Im <-> Im2Col,
 NearestUpsample <-> SumPool, Gather <-> ScatterND (add), SparseMatMul <-> its transpose, Identity.
 The inputs of the result are the cotangents of the outputs (`<output>_cotangent`), its outputs
 those of the inputs. A graph with a non-linear node is refused, naming the op and the node;

@@ -6,8 +6,9 @@ r = P mod s form phase r, which only taps κ with δ·κ ≡ r (mod s) reach; at
     Y_r[q] = Σ_{κ in T_r} X[q − t_κ] · W[κ],    t_κ = (δ·κ − r) / s,
 
 a stride-1 correlation whose taps are `s/gcd(δ,s)` apart in κ and `δ' = δ/gcd(δ,s)` apart in the
-input. Multi-dimensional phases are products of axis phases. Two forms (option `form`, default:
-the one with fewer executed multiply-adds):
+input. Multi-dimensional phases are products of axis phases. Two forms: option `form` of
+`subpixel` (default per-phase; `auto`: the one with fewer executed multiply-adds), and the
+`subpixel-fused` strategy for the fused form alone, so that `auto` weighs both per backend:
 
 - per-phase: one Conv per output residue c (output o = s·j + c, canvas phase r = (c + p_begin) mod s,
   q = j + floor((c + p_begin)/s)), each with its own flipped sub-kernel, bias included, on exactly the
@@ -131,8 +132,8 @@ def exact_fused(g: ConvTransposeGeometry) -> bool:
 @dataclass
 class SubpixelLowering(LoweringStrategy):
     name = "subpixel"
-    summary = "polyphase decomposition: per-phase stride-1 Convs or one fused Conv + interleave"
-    form: str = "auto"
+    summary = "polyphase decomposition: per-phase stride-1 Convs + Interleave (form=fused: one Conv + interleave)"
+    form: str = "per-phase"
     fused_tolerance: float = 1.1  # fused is taken while its MACs are within this factor of per-phase
     exact_only: bool = False  # decline the fused form where a sub-kernel would need padding taps
 
@@ -322,6 +323,10 @@ class SubpixelFusedLowering(SubpixelLowering):
     name = "subpixel-fused"
     summary = "polyphase as one Conv with Πs·M output channels + interleave (= subpixel form=fused)"
     form: str = "fused"
+
+    def __post_init__(self) -> None:
+        if self.form != "fused":
+            raise LoweringError(f"subpixel-fused: option form is always 'fused' (got '{self.form}'; use subpixel)")
 
     @classmethod
     def for_auto(cls) -> SubpixelFusedLowering:

@@ -757,7 +757,7 @@ def test_code_is_readable() -> None:
     assert "self.up_w" in code and "torch.conv_transpose2d(bottleneck, up_w, up_b" in code
     assert "torch.conv2d(" in code and "torch.cat(" in code and "return {'features': " in code
     assert lowering.compile(examples.unet_decoder(), backend="torch", prepack=False).source == code
-    subpixel = emit_torch(lower(examples.unet_decoder(), "subpixel")).code
+    subpixel = emit_torch(lower(examples.unet_decoder(), "subpixel-fused")).code
     assert "torch.conv2d(" in subpixel and "torch.pixel_shuffle(" in subpixel  # CRD interleave is native
     assert "interior_pad(" in emit_torch(lower(examples.vocoder(), "zero-insertion")).code
 
@@ -869,10 +869,6 @@ def test_torch_compile(strategy: str | None) -> None:
         assert_close(got["features"], want["features"], TOLERANCE["float32"])
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 PREPACK_CASES = {  # float32 Conv layers: (input shape, weight shape, attributes)
     "1d": ((2, 6, 9), (4, 6, 3), {}),
     "2d-grouped-dilated-strided": ((2, 6, 7, 8), (6, 2, 3, 3), {"group": 3, "dilations": [2, 1], "strides": [2, 1]}),
@@ -901,3 +897,26 @@ def test_prepacked_conv_matches_the_reference(case: str) -> None:
     assert "conv_prepacked(" not in lowering.compile(graph, backend="torch", prepack=False).source
     got = check_graph(graph, {"x": rng.standard_normal(x_shape).astype("float32")})
     assert got["y"].flags.c_contiguous
+
+
+def test_prepacking_is_only_for_constant_float32_weights_on_the_cpu() -> None:
+    from lowering.backends.torch_backend import prepacking_available
+
+    if not prepacking_available():
+        pytest.skip("this torch build has no oneDNN")
+    for dtype in ("float64", "float16"):
+        graph = Graph("conv")
+        x = graph.add_input("x", ("N", 3, 5, 5), dtype)
+        graph.outputs.append(graph.op("Conv", x, graph.const(np.ones((2, 3, 2, 2), dtype), "w")))
+        assert "conv_prepacked(" not in lowering.compile(graph, backend="torch").source
+    graph = Graph("conv")
+    x = graph.add_input("x", (1, 3, 5, 5), "float32")
+    w = graph.add_input("w", (2, 3, 2, 2), "float32")
+    graph.outputs.append(graph.op("Conv", x, w))
+    assert "conv_prepacked(" not in lowering.compile(graph, backend="torch").source
+    with pytest.raises(LoweringError, match=r"prepack needs the CPU, oneDNN and no torch\.compile"):
+        lowering.compile(graph, backend="torch", prepack=True, compile=True)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -730,6 +730,16 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
             np.testing.assert_array_equal(runtime[name], want.astype(np.float32))  # pure data movement
 
 
+def test_single_phase_interleave_keeps_the_graph_input_name():
+    """Strides 1, nothing cropped: the expansion is an Identity, never a renamed graph input."""
+    g = Graph("one_phase")
+    x = g.add_input("p0", (1, 2, 3))
+    g.outputs.append(g.op("Interleave", x, strides=[1], name="y"))
+    data = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    out = ort_run(to_onnx(g), {"p0": data})
+    np.testing.assert_array_equal(out[g.outputs[0].name], data)
+
+
 def test_interior_pad_and_flip_by_hand():
     """The reference meaning the ONNX output is compared with, checked on a tiny case by hand."""
     g = Graph("tiny")

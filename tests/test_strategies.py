@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import lowering
 from lowering import Graph, LoweringError, evaluate, lower
+from passes import get_pass
 
 # (strategy, options): subpixel is run in both of its forms, matrix in all of its storage choices
 VARIANTS = {
@@ -36,7 +37,7 @@ VARIANTS = {
     "col2im": ("col2im", {}),
     "subpixel-fused": ("subpixel", {"form": "fused"}),
     "subpixel-per-phase": ("subpixel", {"form": "per-phase"}),
-    "subpixel-auto": ("subpixel", {}),
+    "subpixel-auto": ("subpixel", {"form": "auto"}),
     "auto": ("auto", {}),
 }
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
@@ -673,3 +674,18 @@ def test_auto_takes_the_fused_subpixel_form_only_where_it_is_exact() -> None:
         feeds = {"x": np.random.default_rng(0).standard_normal(graph.inputs[0].shape).astype("float32")}
         want = evaluate(graph, feeds)["y"]
         np.testing.assert_allclose(evaluate(lower(graph, "subpixel-fused"), feeds)["y"], want, rtol=1e-5, atol=1e-5)
+        auto = get_pass("auto")
+        auto.run(graph.copy())
+        assert ("subpixel-fused" in auto.decisions[0].declined) is not exact
+
+
+def test_col2im_multiplies_depthwise_groups_elementwise() -> None:
+    """One input channel per group: the products are a broadcast Mul, not g one-by-one MatMuls."""
+    from lowering.layers import parse_layer
+
+    graph = parse_layer("N=2 C=6 M=12 g=C in=5x4 k=3 s=2 p=1")
+    lowered = lower(graph, "col2im")
+    ops = {n.op for n in lowered.nodes}
+    assert "Mul" in ops and "MatMul" not in ops
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 6, 5, 4)).astype("float32")}
+    assert_close(evaluate(lowered, feeds)["y"], evaluate(graph, feeds)["y"], 1e-5)

@@ -131,7 +131,7 @@ def descend(rows, model: CostModel, sweeps: int = 6) -> CostModel:
 
 def show(model: CostModel) -> str:
     def rate(v: float) -> str:
-        return f"{v / GIGA:.0f} * GIGA"
+        return f"{v / GIGA:.3g} * GIGA"
 
     lines = []
     for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
@@ -141,13 +141,14 @@ def show(model: CostModel) -> str:
             inner = ", ".join(f'"{k}": {rate(v)}' for k, v in rates.items())
             lines.append(f'    "{backend}": {{{inner}}},')
         lines.append("},")
-    lines.append("cache_bytes={" + ", ".join(f'"{k}": {v:.0e}' for k, v in model.cache_bytes.items()) + "},")
-    lines.append("op_overhead={" + ", ".join(f'"{k}": {v:.0e}' for k, v in model.op_overhead.items()) + "},")
+    lines.append("cache_bytes={" + ", ".join(f'"{k}": {v:.3g}' for k, v in model.cache_bytes.items()) + "},")
+    lines.append("op_overhead={" + ", ".join(f'"{k}": {v:.3g}' for k, v in model.op_overhead.items()) + "},")
     return "\n".join(lines)
 
 
 def report(model: CostModel, rows, title: str) -> None:
-    shares = ", ".join(f"{b} {score(model, [r for r in rows if r[1] == b])[0]}/{len(rows) // 3}" for b in BACKENDS)
+    per_backend = {b: [r for r in rows if r[1] == b] for b in BACKENDS}
+    shares = ", ".join(f"{b} {score(model, mine)[0]}/{len(mine)}" for b, mine in per_backend.items() if mine)
     print(f"{title}: static pick within 10% of the best on {score(model, rows)[0]}/{len(rows)} ({shares})")
 
 

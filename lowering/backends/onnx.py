@@ -1,7 +1,7 @@
 """ONNX out: `to_onnx(graph, opset=None) -> onnx.ModelProto`.
 
 Nodes are written in the layout of the target opset by a per-op table of downgrade rules; this
-project's own ops (Flip, InteriorPad, Im2Col) are expanded into standard ONNX ops first, so every
+project's own ops (Flip, InteriorPad, Im2Col, Interleave, ...) are expanded into standard ONNX ops first, so every
 written model runs in any ONNX runtime. Facts kept from an imported model (producer, metadata,
 opset imports of other domains) are written back unchanged.
 

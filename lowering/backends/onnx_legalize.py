@@ -5,6 +5,8 @@
                             + Reshape (merge) + Slice (drop the trailing zeros)
 - Im2Col(x, block)       -> depthwise Conv with one-hot kernels (output channel c·Πb + tap picks
                             tap `tap` of channel c) + Reshape to (N, C·Πb, L)
+- Interleave(phases, s)  -> Concat of the phases + DepthToSpace (DCR; Reshape, Transpose, Reshape
+                            outside 2-D with equal strides) + Slice to the output sizes
 - NearestUpsample(x, s)  -> depthwise ConvTranspose with all-ones s-kernels, stride s
 - SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (both exact: products by 1,
                             and each other's transpose, so a written model can be transposed again)
@@ -121,7 +123,7 @@ def _interleave(graph: Graph, node: Node) -> Value:
     y = depth_to_space_nd(graph, stacked, channels, strides, rows, "DCR", node)
     sizes = list(node.outputs[0].shape[2:])
     if sizes == [j * s for j, s in zip(rows, strides, strict=True)]:
-        return y
+        return y if y is not node.inputs[0] else graph.op("Identity", y, before=node)  # never rename an input
     rank = len(strides)
     ints = lambda values, hint: graph.const(np.asarray(list(values), np.int64), hint)  # noqa: E731
     return graph.op(

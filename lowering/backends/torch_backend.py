@@ -193,7 +193,7 @@ def conv_prepacked(x, packed, bias, padding, stride, dilation, groups):
     """oneDNN convolution on weights reordered into its blocked layout once, at build time (CPU, float32).
 
     `F.conv2d` on NCHW tensors reorders the weights on every call; for small layers that is most of
-    the time. The result may come back in a blocked or channels-last layout; later ops accept any strides.
+    the time. The result comes back dense in channels-last strides; later ops accept any strides.
     """
     return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, "none", [], "")
 
@@ -341,7 +341,9 @@ def _conv(b: _Builder, node: Node) -> Any:
     if any(begin) or any(end):  # torch pads symmetrically: the rest (or a crop) goes first
         x = b.call(F.pad, x, torch_pads(begin, end))
     weights = b.const(node.inputs[1])
-    if b.prepack and weights is not None and node.inputs[0].dtype == "float32":
+    static = [d for d in node.inputs[0].shape if isinstance(d, int)]
+    empty = weights is None or np.size(weights) == 0 or 0 in static  # oneDNN has no primitive for empty tensors
+    if b.prepack and not empty and node.inputs[0].dtype == "float32":
         return _conv_prepacked(b, node, x, np.asarray(weights), common)
     return b.call(
         fn,
@@ -359,7 +361,8 @@ def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, paddin
     """Conv through `conv_prepacked`; 1-D runs as 2-D with a unit height (oneDNN packs 2-D and 3-D weights)."""
     g = node_geometry(node)
     strides, dilations = list(g.strides), list(g.dilations)
-    # the shape of x as the convolution sees it (after the asymmetric rest of the pads): a layout hint only
+    # the shape of x as the convolution sees it (after the asymmetric rest of the pads): a layout hint only;
+    # a symbolic batch is packed for N = 1 (any batch runs, oneDNN may then reorder again for another one)
     shape = [d if isinstance(d, int) else 1 for d in node.inputs[0].shape]
     shape[2:] = [n + pb + pe - 2 * c for n, pb, pe, c in zip(shape[2:], g.pads_begin, g.pads_end, padding, strict=True)]
     if g.rank == 1:
@@ -772,7 +775,7 @@ def emit_torch(graph: Graph, device: str = "cpu", prepack: bool = False) -> Any:
     for value in graph.outputs:
         fx_node = b.value(value)
         if value.dtype == "float16":
-            fx_node = b.method("to", fx_node, torch.float16)
+            fx_node = b.method("to", fx_node, torch.float16, memory_format=torch.contiguous_format)
         elif fx_node.op in ("call_function", "call_method"):
             fx_node = b.method("contiguous", fx_node)  # a crop or a blocked layout would be a view
         outputs[value.name] = fx_node
@@ -818,6 +821,11 @@ def compile_torch(
     _load_torch()
     if prepack is None:
         prepack = device == "cpu" and not compile and prepacking_available()
+    elif prepack and (device != "cpu" or compile or not prepacking_available()):
+        why = "this torch build has no oneDNN" if not prepacking_available() else f"device '{device}'"
+        raise LoweringError(
+            f"torch backend: prepack needs the CPU, oneDNN and no torch.compile ({'compile=True' if compile else why})"
+        )
     gm = emit_torch(graph, device, prepack=prepack)
     fn = torch.compile(gm) if compile else gm
     names = [v.name for v in graph.inputs]

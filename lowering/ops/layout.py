@@ -137,8 +137,8 @@ def _(ctx: InferContext) -> list[TensorType]:
         if tuple(shape) != tuple(first) or ctx.dtype(index) != ctx.dtype(0):
             ctx.fail(f"input {index} is {ctx.dtype(index)}{list(shape)}, input 0 is {ctx.dtype(0)}{list(first)}")
     rows = first[2:]
-    if not all(isinstance(j, int) for j in rows):
-        ctx.fail(f"spatial sizes must be static, got {list(rows)}")
+    if not all(isinstance(d, int) for d in first[1:]):
+        ctx.fail(f"channels and spatial sizes must be static, got {list(first[1:])}")
     full = [j * s for j, s in zip(rows, strides, strict=True)]
     sizes = list(ctx.attr("sizes") or full)
     if len(sizes) != len(strides):
