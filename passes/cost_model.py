@@ -5,7 +5,7 @@
            + moved bytes beyond it / memory_bandwidth[backend][strategy]
            + ops · op_overhead[backend],      moved bytes = 2 · largest_intermediate_bytes
 
-The rates are effective figures, not hardware facts: they were fitted to one `lowering bench` run on
+The rates are effective figures, not hardware facts: they were fitted to two `lowering bench` runs on
 a 2-core AVX-512 machine by `docs/bench/fit_cost_model.py` (which prints the tables below from a
 bench JSON file), so that the static pick is within 10% of the measured best on as many layers as
 possible. What matters for a choice is their ratio between strategies, not their absolute value. A
@@ -52,12 +52,12 @@ def _rate(table: dict[str, float], strategy: str) -> float:
     return table.get(strategy, table["default"])
 
 
-# fitted by docs/bench/fit_cost_model.py to docs/bench/fit/run1.json, a `lowering bench` run on the 2-core machine
+# fitted by docs/bench/fit_cost_model.py to docs/bench/fit/run*.json, two `lowering bench` runs on the 2-core machine
 MODEL = CostModel(
     mac_rate={
         "torch": {
             "default": 11.9 * GIGA,
-            "zero-insertion": 10.4 * GIGA,
+            "zero-insertion": 12.5 * GIGA,
             "matrix": 127 * GIGA,
             "col2im": 250 * GIGA,
             "subpixel": 62.5 * GIGA,
@@ -69,7 +69,7 @@ MODEL = CostModel(
             "matrix": 250 * GIGA,
             "col2im": 250 * GIGA,
             "subpixel": 250 * GIGA,
-            "subpixel-fused": 17.5 * GIGA,
+            "subpixel-fused": 70 * GIGA,
         },
         "numpy": {
             "default": 102 * GIGA,
@@ -91,10 +91,10 @@ MODEL = CostModel(
         },
         "onnx": {
             "default": 50 * GIGA,
-            "subpixel": 6.25 * GIGA,
+            "subpixel": 3.12 * GIGA,
             "zero-insertion": 50 * GIGA,
             "matrix": 45.8 * GIGA,
-            "col2im": 2.02 * GIGA,
+            "col2im": 1.01 * GIGA,
             "subpixel-fused": 22.1 * GIGA,
         },
         "numpy": {
