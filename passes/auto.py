@@ -62,17 +62,8 @@ class Decision:
 
 
 def candidate_strategies(budget_bytes: int) -> dict[str, LoweringStrategy]:
-    """Every registered strategy's `for_auto` configuration except auto itself, `matrix` with a small budget."""
-    from .matrix import MatrixLowering
-
-    out: dict[str, LoweringStrategy] = {}
-    for name, cls in STRATEGIES.items():
-        if name == "auto":
-            continue
-        out[name] = (
-            MatrixLowering(budget_bytes=budget_bytes, sparse="exact") if cls is MatrixLowering else cls.for_auto()
-        )
-    return out
+    """Every registered strategy's `for_auto` configuration except auto itself."""
+    return {name: cls.for_auto(budget_bytes) for name, cls in STRATEGIES.items() if name != "auto"}
 
 
 @register_pass

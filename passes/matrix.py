@@ -54,6 +54,11 @@ class MatrixLowering(LoweringStrategy):
     # structural zero (so NaN / Inf inputs are never multiplied by a zero that the definition lacks)
     sparse: str = "auto"
 
+    @classmethod
+    def for_auto(cls, budget_bytes: int) -> MatrixLowering:
+        """Within auto's small budget, and never multiplying a structural zero (NaN / Inf stay exact)."""
+        return cls(budget_bytes=budget_bytes, sparse="exact")
+
     def _layout(self, g: ConvTransposeGeometry, item: int) -> tuple[bool, int, int]:
         rows, cols = g.out_channels * total(g.out_spatial), g.in_channels * total(g.in_spatial)
         nnz = g.in_channels * g.out_channels_per_group * total(g.kernel) * total(g.in_spatial)

@@ -76,8 +76,9 @@ class LoweringStrategy(Pass):
         """Raise Declined when this strategy cannot lower the node (default: it always can)."""
 
     @classmethod
-    def for_auto(cls) -> LoweringStrategy:
-        """The configuration `auto` weighs against the other strategies (default: the default one)."""
+    def for_auto(cls, budget_bytes: int) -> LoweringStrategy:
+        """The configuration `auto` weighs against the other strategies (default: the default one);
+        `budget_bytes` is the memory auto lets a strategy spend on explicit operators."""
         return cls()
 
     def rewrite(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> Value:

@@ -329,5 +329,5 @@ class SubpixelFusedLowering(SubpixelLowering):
             raise LoweringError(f"subpixel-fused: option form is always 'fused' (got '{self.form}'; use subpixel)")
 
     @classmethod
-    def for_auto(cls) -> SubpixelFusedLowering:
+    def for_auto(cls, budget_bytes: int) -> SubpixelFusedLowering:
         return cls(exact_only=True)

@@ -659,13 +659,14 @@ def test_auto_takes_the_fused_subpixel_form_only_where_it_is_exact() -> None:
     the fixed strategy lowers either way to the reference's result."""
     from lowering.geometry import node_geometry
     from lowering.layers import parse_layer
+    from passes.auto import AUTO_MATRIX_BUDGET
     from passes.strategy import Declined
     from passes.subpixel import SubpixelFusedLowering
 
     for spec, exact in (("N=2 C=3 M=4 in=5x6 k=4 s=2 p=1", True), ("N=2 C=3 M=4 in=5x6 k=3 s=2 p=1 op=1", False)):
         graph = parse_layer(spec)
         node = graph.nodes_of("ConvTranspose")[0]
-        candidate = SubpixelFusedLowering.for_auto()
+        candidate = SubpixelFusedLowering.for_auto(AUTO_MATRIX_BUDGET)
         if exact:
             candidate.check(graph, node, node_geometry(node))
         else:

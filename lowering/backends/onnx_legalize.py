@@ -125,15 +125,11 @@ def _interleave(graph: Graph, node: Node) -> Value:
     if sizes == [j * s for j, s in zip(rows, strides, strict=True)]:
         return y if y is not node.inputs[0] else graph.op("Identity", y, before=node)  # never rename an input
     rank = len(strides)
-    ints = lambda values, hint: graph.const(np.asarray(list(values), np.int64), hint)  # noqa: E731
-    return graph.op(
-        "Slice",
-        y,
-        ints([0] * rank, "crop_starts"),
-        ints(sizes, "crop_ends"),
-        ints(range(2, 2 + rank), "crop_axes"),
-        before=node,
+    starts, axes = (
+        graph.const([0] * rank, "crop_starts", "int64"),
+        graph.const(range(2, 2 + rank), "crop_axes", "int64"),
     )
+    return graph.op("Slice", y, starts, graph.const(sizes, "crop_ends", "int64"), axes, before=node)
 
 
 EXPANSIONS: dict[str, Callable[[Graph, Node], Value]] = {

@@ -818,11 +818,11 @@ def compile_torch(
     `prepack` (default: on CPU when oneDNN is there and `compile` is off) reorders constant Conv
     weights once, as `torch.compile`'s freezing does, instead of on every call.
     """
-    _load_torch()
+    available = prepacking_available()
     if prepack is None:
-        prepack = device == "cpu" and not compile and prepacking_available()
-    elif prepack and (device != "cpu" or compile or not prepacking_available()):
-        why = "this torch build has no oneDNN" if not prepacking_available() else f"device '{device}'"
+        prepack = device == "cpu" and not compile and available
+    elif prepack and (device != "cpu" or compile or not available):
+        why = f"device '{device}'" if available else "this torch build has no oneDNN"
         raise LoweringError(
             f"torch backend: prepack needs the CPU, oneDNN and no torch.compile ({'compile=True' if compile else why})"
         )
