@@ -18,8 +18,8 @@ input. Multi-dimensional phases are products of axis phases. Two forms: option `
 - fused (taken by the `auto` form only when no sub-kernel needs padding taps): one Conv with Πs·M
   output channels in (channel, phase) order, the sub-kernels zero-padded
   to a common size F = floor(δ·(k − 1)/s) + 1 on the common q-range [q0, q0 + Q), q0 =
-  floor(p_begin/s), Q = ceil((p_begin + o)/s) − q0; the bias is tiled into it. Interleave
-  (DepthToSpace CRD in 2-D) and crop [p_begin − q0·s, + o). Best when k is a multiple of s (for
+  floor(p_begin/s), Q = ceil((p_begin + o)/s) − q0; the bias is tiled into it. One DepthToSpaceND
+  (CRD) interleaves and crops [p_begin − q0·s, + o). Best when k is a multiple of s (for
   k = s it is a 1x1 convolution); otherwise it multiplies by its padding zeros, which also lets a
   NaN or Inf input reach outputs the definition keeps it from.
 """
@@ -35,7 +35,6 @@ import numpy as np
 from lowering.errors import LoweringError
 from lowering.geometry import ConvTransposeGeometry
 from lowering.ir import Graph, Node, Value
-from lowering.ops.layout import depth_to_space_nd
 
 from .strategy import (
     Cost,
@@ -294,8 +293,17 @@ class SubpixelLowering(LoweringStrategy):
             strides=[1] * g.rank,
         )
         counts = [a.count for a in axes]
-        y = depth_to_space_nd(graph, y, g.out_channels, [a.stride for a in axes], counts, "CRD", node)
-        return self._crop(graph, y, [a.crop for a in axes], axes, counts, node)
+        if all(a.stride == 1 for a in axes):
+            return self._crop(graph, y, [a.crop for a in axes], axes, counts, node)
+        return graph.op(
+            "DepthToSpaceND",
+            y,
+            blocks=[a.stride for a in axes],
+            mode="CRD",
+            begins=[a.crop for a in axes],
+            sizes=list(g.out_spatial),
+            before=node,
+        )
 
     @staticmethod
     def _crop(graph: Graph, y: Value, starts: list[int], axes: list[AxisPhases], rows: list[int], node: Node) -> Value:

@@ -206,6 +206,18 @@ def b_interleave(draw: Draw, g: Graph, x: Value, rng) -> Value:
     return g.op("Interleave", *phases, strides=strides, sizes=sizes)
 
 
+def b_depth_to_space_nd(draw: Draw, g: Graph, x: Value, rng) -> Value:
+    """Channels shuffled into space by blocks 1-2 per axis (either channel order), cropped at both ends."""
+    blocks = [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+    if x.shape[1] % (blocks[0] * blocks[1]):
+        raise VerificationError("channels not divisible by the blocks")
+    full = [q * s for q, s in zip(x.shape[2:], blocks, strict=True)]
+    begins = [draw(st.integers(0, s - 1)) for s in blocks]
+    sizes = [f - b - draw(st.integers(0, s - 1)) for f, b, s in zip(full, begins, blocks, strict=True)]
+    mode = draw(st.sampled_from(["DCR", "CRD"]))
+    return g.op("DepthToSpaceND", x, blocks=blocks, mode=mode, begins=begins, sizes=sizes)
+
+
 def b_upsample(draw: Draw, g: Graph, x: Value, rng) -> Value:
     return g.op("NearestUpsample", x, scales=[draw(st.integers(1, 2)), draw(st.integers(1, 3))])
 
@@ -358,6 +370,7 @@ BUILDERS = [
     b_matmul,
     b_depth_space,
     b_interleave,
+    b_depth_to_space_nd,
     b_upsample,
     b_sum_pool,
     b_unpool_switches,

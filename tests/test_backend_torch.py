@@ -606,6 +606,24 @@ OP_CASES = [
         "2d-cropped",
         single("Interleave", [(f"p{i}", rand(2, 3, 4, 3)) for i in range(4)], {"strides": [2, 2], "sizes": [7, 6]}),
     ),
+    OpCase(
+        "DepthToSpaceND",
+        "2d-crd-cropped",  # plain input, blocks <= 2: one row copy per phase
+        single(
+            "DepthToSpaceND",
+            [("in", rand(2, 12, 3, 4))],
+            {"blocks": [2, 2], "mode": "CRD", "begins": [1, 0], "sizes": [4, 7]},
+        ),
+    ),
+    OpCase(
+        "DepthToSpaceND",
+        "3d-dcr-block3",  # larger blocks: one permuting copy, then the crop
+        single(
+            "DepthToSpaceND",
+            [("in", rand(1, 18, 2, 3, 2))],
+            {"blocks": [1, 3, 2], "mode": "DCR", "begins": [0, 2, 1], "sizes": [2, 6, 3]},
+        ),
+    ),
     OpCase("Interleave", "1d", single("Interleave", [(f"p{i}", rand(1, 2, 5)) for i in range(3)], {"strides": [3]})),
     OpCase("NearestUpsample", "", single("NearestUpsample", [("in", rand(2, 3, 4, 5))], {"scales": [2, 3]})),
     OpCase("NearestUpsample", "1d", single("NearestUpsample", [("in", rand(2, 3, 4))], {"scales": [3]})),
@@ -758,7 +776,7 @@ def test_code_is_readable() -> None:
     assert "torch.conv2d(" in code and "torch.cat(" in code and "return {'features': " in code
     assert lowering.compile(examples.unet_decoder(), backend="torch", prepack=False).source == code
     subpixel = emit_torch(lower(examples.unet_decoder(), "subpixel-fused")).code
-    assert "torch.conv2d(" in subpixel and "torch.pixel_shuffle(" in subpixel  # CRD interleave is native
+    assert "torch.conv2d(" in subpixel and "depth_to_space_nd(conv_out, [2, 2], 'CRD'" in subpixel
     assert "interior_pad(" in emit_torch(lower(examples.vocoder(), "zero-insertion")).code
 
 
@@ -895,6 +913,35 @@ def test_prepacked_conv_matches_the_reference(case: str) -> None:
     graph.outputs.append(y)
     assert "conv_prepacked(" in lowering.compile(graph, backend="torch").source
     assert "conv_prepacked(" not in lowering.compile(graph, backend="torch", prepack=False).source
+    got = check_graph(graph, {"x": rng.standard_normal(x_shape).astype("float32")})
+    assert got["y"].flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "blocks", "plain"),
+    [((1, 8, 5, 5), [2, 2], False), ((2, 8, 128, 128), [2, 2], True), ((1, 4, 4, 64, 64), [2, 2, 2], True)],
+)
+def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, plain) -> None:
+    """A prepacked Conv feeding a DepthToSpaceND (the fused sub-pixel tail) leaves a large result in plain
+    memory for per-phase row copies and a small one channels-last for a permuting copy; both equal the
+    reference."""
+    from lowering.backends.torch_backend import prepacking_available
+
+    if not prepacking_available():
+        pytest.skip("this torch build has no oneDNN")
+    rng = np.random.default_rng(4)
+    rank = len(x_shape) - 2
+    channels = 3 * int(np.prod(blocks))
+    graph = Graph("fused_tail")
+    x = graph.add_input("x", x_shape, "float32")
+    w = graph.const(rng.standard_normal((channels, x_shape[1], *[2] * rank)).astype("float32"), "w")
+    conv = graph.op("Conv", x, w, pads=[1] * (2 * rank))
+    full = [(n + 1) * s for n, s in zip(x_shape[2:], blocks, strict=True)]
+    y = graph.op("DepthToSpaceND", conv, blocks=blocks, mode="CRD", begins=[1] * rank, sizes=[f - 2 for f in full])
+    graph.rename(y, "y")
+    graph.outputs.append(y)
+    source = lowering.compile(graph, backend="torch").source
+    assert ("conv_prepacked_plain(" in source) == plain
     got = check_graph(graph, {"x": rng.standard_normal(x_shape).astype("float32")})
     assert got["y"].flags.c_contiguous
 

@@ -695,7 +695,19 @@ def _interleave_graph() -> Graph:
     return g
 
 
+def _depth_to_space_nd_graph() -> Graph:
+    """The fused sub-pixel tail in 3-D and in 2-D (CRD, cropped; DCR uncropped): Reshape/Transpose or
+    DepthToSpace, then Slice."""
+    g = Graph("depth_to_space_nd")
+    x = g.add_input("x", ("N", 12, 4, 5, 3))
+    g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 3, 2], mode="CRD", begins=[1, 2, 0], sizes=[6, 12, 5]))
+    flat = g.op("Reshape", x, g.const(np.asarray([0, 12, 20, 3], np.int64), "flat"))
+    g.outputs.append(g.op("DepthToSpaceND", flat, blocks=[2, 2], mode="DCR", name="flat_shuffled"))
+    return g
+
+
 OWN_GRAPHS = {
+    "depth-to-space-nd": (_depth_to_space_nd_graph, (2, 12, 4, 5, 3)),
     "interleave": (_interleave_graph, (2, 3, 4, 5, 3)),
     "flip": (_flip_graph, (2, 3, 4, 5)),
     "interior-pad": (_interior_pad_graph, (2, 3, 4, 5)),
@@ -715,7 +727,7 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
     onnx.checker.check_model(model, full_check=True)
     assert {e.domain for e in model.opset_import} == {""}
     assert all(n.domain == "" for n in model.graph.node)
-    assert not {"Flip", "InteriorPad", "Im2Col", "Interleave"} & {n.op_type for n in model.graph.node}
+    assert not {"Flip", "InteriorPad", "Im2Col", "Interleave", "DepthToSpaceND"} & {n.op_type for n in model.graph.node}
     read = {name for node in model.graph.node for name in node.input}
     assert {t.name for t in model.graph.initializer} <= read  # nothing left behind unread
     x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)

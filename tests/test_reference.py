@@ -681,6 +681,58 @@ def test_interleave_refuses_wrong_counts_in_one_line() -> None:
         g.op("Interleave", a, a, a, a, strides=[2, 2], sizes=[7, 6])
 
 
+@pytest.mark.parametrize(
+    ("blocks", "rows", "mode", "begins", "sizes"),
+    [
+        ([2, 2], [3, 4], "CRD", [1, 1], [4, 6]),
+        ([2, 3], [3, 2], "DCR", None, None),
+        ([4], [3], "CRD", [2], [9]),
+        ([2, 1, 2], [2, 3, 2], "DCR", [1, 0, 0], [3, 2, 4]),
+    ],
+)
+def test_depth_to_space_nd_places_channel_phase_r_row_q_at_q_times_s_plus_r(blocks, rows, mode, begins, sizes) -> None:
+    """Element by element: Y[n, m, o] = X[n, channel(m, r), q] where q·s + r = o + begin on every axis;
+    channel(m, r) = m·Πs + r (CRD) or r·M + m (DCR), r flattened row-major."""
+    rng = np.random.default_rng(6)
+    phases, channels = int(np.prod(blocks)), 3
+    x = rng.standard_normal((2, channels * phases, *rows))
+    g, xv = _graph_with_input(x)
+    attrs = {} if begins is None else {"begins": begins, "sizes": sizes}
+    y = g.op("DepthToSpaceND", xv, blocks=blocks, mode=mode, **attrs)
+    out = _eval(g, y, x)
+    begins = begins or [0] * len(blocks)
+    sizes = sizes or [q * s for q, s in zip(rows, blocks, strict=True)]
+    assert out.shape == (2, channels, *sizes)
+    for m in range(channels):
+        for position in np.ndindex(*sizes):
+            canvas = [o + b for o, b in zip(position, begins, strict=True)]
+            flat = 0
+            for p, s in zip(canvas, blocks, strict=True):
+                flat = flat * s + p % s
+            channel = m * phases + flat if mode == "CRD" else flat * channels + m
+            source = tuple(p // s for p, s in zip(canvas, blocks, strict=True))
+            np.testing.assert_array_equal(out[(slice(None), m, *position)], x[(slice(None), channel, *source)])
+
+
+def test_depth_to_space_nd_agrees_with_onnx_depth_to_space_in_2d() -> None:
+    x = np.random.default_rng(7).standard_normal((1, 12, 3, 2))
+    for mode in ("DCR", "CRD"):
+        g, xv = _graph_with_input(x)
+        nd = g.op("DepthToSpaceND", xv, blocks=[2, 2], mode=mode)
+        onnx_op = g.op("DepthToSpace", xv, blocksize=2, mode=mode)
+        g.outputs.append(onnx_op)
+        np.testing.assert_array_equal(_eval(g, nd, x), _eval(g, onnx_op, x))
+
+
+def test_depth_to_space_nd_refuses_bad_attributes_in_one_line() -> None:
+    g = Graph()
+    a = g.add_input("a", (1, 8, 3, 3), "float32")
+    with pytest.raises(lowering.VerificationError, match="channels 8 are not divisible by Πblocks = 9"):
+        g.op("DepthToSpaceND", a, blocks=[3, 3])
+    with pytest.raises(lowering.VerificationError, match=r"attribute 'sizes'.*must lie in \[0, 6\]"):
+        g.op("DepthToSpaceND", a, blocks=[2, 2], begins=[1, 0], sizes=[6, 6])
+
+
 def test_flip_reverses_given_axes() -> None:
     x = np.arange(24.0).reshape(2, 3, 4)
     g, xv = _graph_with_input(x)

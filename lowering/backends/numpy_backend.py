@@ -193,6 +193,13 @@ def _interleave(ctx: _Context, node: Node, a: list[str]) -> str:
     return f"{ctx.kernel('_interleave')}([{', '.join(a)}], {list(node.attr('strides'))}, {sizes})"
 
 
+def _depth_to_space_nd(ctx: _Context, node: Node, a: list[str]) -> str:
+    blocks = list(node.attr("blocks"))
+    begins = list(node.attr("begins") or [0] * len(blocks))
+    sizes = list(node.outputs[0].shape[2:])
+    return f"{ctx.kernel('_depth_to_space_nd')}({a[0]}, {blocks}, {node.attr('mode')!r}, {begins}, {sizes})"
+
+
 def _space_to_depth(ctx: _Context, node: Node, a: list[str]) -> str:
     b = node.attr("blocksize")
     _, c, h, w = node.inputs[0].shape
@@ -297,6 +304,7 @@ EMITTERS: dict[str, Emitter] = {
     "Clip": _clip,
     "BatchNormalization": _batch_norm,
     "DepthToSpace": _depth_to_space,
+    "DepthToSpaceND": _depth_to_space_nd,
     "SpaceToDepth": _space_to_depth,
     "Col2Im": _col2im,
     "Im2Col": _im2col,

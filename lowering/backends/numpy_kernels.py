@@ -142,6 +142,20 @@ def _interleave(phases, strides, sizes):
     return out
 
 
+def _depth_to_space_nd(x, blocks, mode, begins, sizes):
+    """Channel phase r of row q to position q·s + r on every axis (DCR or CRD channels), then the crop."""
+    d, rows = len(blocks), x.shape[2:]
+    channels = x.shape[1] // int(np.prod(blocks))
+    if mode == "DCR":
+        t = x.reshape(x.shape[0], *blocks, channels, *rows)
+        perm = [0, d + 1] + [a for j in range(d) for a in (d + 2 + j, 1 + j)]
+    else:
+        t = x.reshape(x.shape[0], channels, *blocks, *rows)
+        perm = [0, 1] + [a for j in range(d) for a in (2 + d + j, 2 + j)]
+    t = t.transpose(perm).reshape(x.shape[0], channels, *(q * s for q, s in zip(rows, blocks)))
+    return t[(Ellipsis, *(slice(b, b + o) for b, o in zip(begins, sizes)))]
+
+
 def _sparse_matmul(a, values, rows, cols, n_cols):
     """a (..., K) times the COO matrix (values at rows, cols): scatter-add of scaled gathered columns."""
     flat = a.reshape(-1, a.shape[-1])
@@ -173,6 +187,7 @@ KERNELS = {
         _conv_transpose,
         _interior_pad,
         _interleave,
+        _depth_to_space_nd,
         _sparse_matmul,
         _scatter_nd_add,
         _sigmoid,

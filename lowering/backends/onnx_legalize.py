@@ -1,5 +1,7 @@
 """Expand this project's own ops into standard ONNX ops, so every exported model runs anywhere.
 
+- DepthToSpaceND(x, s)   -> DepthToSpace (2-D, equal blocks) or Reshape + Transpose + Reshape, then
+                            Slice when it crops
 - Flip(x, axes)          -> Slice with step -1 on those axes
 - InteriorPad(x, z)      -> Reshape (a size-1 axis after each spread axis) + Pad (z zeros on it)
                             + Reshape (merge) + Slice (drop the trailing zeros)
@@ -132,7 +134,29 @@ def _interleave(graph: Graph, node: Node) -> Value:
     return graph.op("Slice", y, starts, graph.const(sizes, "crop_ends", "int64"), axes, before=node)
 
 
+def _depth_to_space_nd(graph: Graph, node: Node) -> Value:
+    """DepthToSpace (2-D, equal blocks) or Reshape + Transpose + Reshape, then the crop as a Slice."""
+    x = node.inputs[0]
+    blocks = list(node.attr("blocks"))
+    rows = list(x.shape[2:])
+    y = depth_to_space_nd(graph, x, node.outputs[0].shape[1], blocks, rows, node.attr("mode"), node)
+    rank = len(blocks)
+    begins = list(node.attr("begins") or [0] * rank)
+    sizes = list(node.outputs[0].shape[2:])
+    if not any(begins) and sizes == [q * s for q, s in zip(rows, blocks, strict=True)]:
+        return y if y is not x else graph.op("Identity", y, before=node)  # never rename an input
+    return graph.op(
+        "Slice",
+        y,
+        graph.const(begins, "crop_starts", "int64"),
+        graph.const([b + o for b, o in zip(begins, sizes, strict=True)], "crop_ends", "int64"),
+        graph.const(range(2, 2 + rank), "crop_axes", "int64"),
+        before=node,
+    )
+
+
 EXPANSIONS: dict[str, Callable[[Graph, Node], Value]] = {
+    "DepthToSpaceND": _depth_to_space_nd,
     "Flip": _flip,
     "Interleave": _interleave,
     "InteriorPad": _interior_pad,

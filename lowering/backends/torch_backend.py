@@ -21,6 +21,7 @@ import inspect
 import io
 import itertools
 import keyword
+import math
 import operator
 import re
 import types
@@ -81,6 +82,52 @@ def pad_mode(x, begin, end, mode):
             index = torch.where(index >= n, period - index, index)
         x = x.index_select(axis, index)
     return x
+
+
+def depth_to_space_crd(x, block):
+    """ONNX DepthToSpace in CRD order. torch.pixel_shuffle keeps its input's memory format, so on a
+    channels-last conv result it returns channels-last and the NCHW copy after it is a slow transpose;
+    a view split + one permuting copy writes NCHW directly instead."""
+    if x.is_contiguous():
+        return torch.pixel_shuffle(x, block)
+    n, c, h, w = x.shape
+    t = x.reshape(n, c // (block * block), block, block, h, w).permute(0, 1, 4, 2, 5, 3)
+    return t.reshape(n, c // (block * block), h * block, w * block)
+
+
+def depth_to_space_nd(x, blocks, mode, begins, sizes):
+    """DepthToSpaceND: channel phase r of row q to output position q·s + r − begin, every spatial axis.
+
+    Two copy patterns, by the layout the producer left: from plain (N, C, Q...) memory, one strided
+    copy per phase reading whole rows (the output rows are written s-interleaved, cheap for s <= 2);
+    from channels-last memory (a oneDNN result) or for larger blocks, split the channels in place and
+    make one permuting copy, then crop.
+    """
+    n, c, *rows = x.shape
+    d = len(blocks)
+    channels = c // math.prod(blocks)
+    if mode == "DCR":  # (N, s..., M, Q...)
+        grid = x.view(n, *blocks, channels, *rows)
+        phase_axes, channel_axis, row_axes = list(range(1, d + 1)), d + 1, list(range(d + 2, 2 * d + 2))
+    else:  # (N, M, s..., Q...)
+        grid = x.view(n, channels, *blocks, *rows)
+        phase_axes, channel_axis, row_axes = list(range(2, d + 2)), 1, list(range(d + 2, 2 * d + 2))
+    if x.is_contiguous() and max(blocks) <= 2:
+        out = x.new_empty((n, channels, *sizes))
+        for residue in itertools.product(*(range(s) for s in blocks)):
+            index = [slice(None)] * grid.dim()
+            target = [slice(None), slice(None)]
+            for axis, r, s, b, o in zip(range(d), residue, blocks, begins, sizes, strict=True):
+                first = max(0, -(-(b - r) // s))  # the first row q with q·s + r >= begin
+                start = first * s + r - b
+                index[phase_axes[axis]] = r
+                index[row_axes[axis]] = slice(first, first + len(range(start, o, s)))
+                target.append(slice(start, None, s))
+            out[tuple(target)] = grid[tuple(index)]
+        return out
+    perm = [0, channel_axis] + [a for j in range(d) for a in (row_axes[j], phase_axes[j])]
+    t = grid.permute(perm).reshape(n, channels, *(q * s for q, s in zip(rows, blocks, strict=True)))
+    return t[(slice(None), slice(None), *(slice(b, b + o) for b, o in zip(begins, sizes, strict=True)))]
 
 
 def depth_to_space_dcr(x, block):
@@ -189,6 +236,12 @@ def scatter_nd(data, indices, updates, reduction):
     return out
 
 
+def conv_prepacked_plain(x, packed, bias, padding, stride, dilation, groups):
+    """`conv_prepacked` with the result in plain (N, C, spatial...) memory, for consumers that read
+    whole rows per channel (DepthToSpaceND's per-phase copies): oneDNN converts as it finishes."""
+    return torch.mkldnn_convolution(x.to_mkldnn(), packed, bias, padding, stride, dilation, groups).to_dense()
+
+
 def conv_prepacked(x, packed, bias, padding, stride, dilation, groups):
     """oneDNN convolution on weights reordered into its blocked layout once, at build time (CPU, float32).
 
@@ -219,7 +272,9 @@ HELPERS: dict[str, Callable] = {
     for fn in (
         pad_value,
         pad_mode,
+        depth_to_space_crd,
         depth_to_space_dcr,
+        depth_to_space_nd,
         space_to_depth,
         col2im_nd,
         im2col_nd,
@@ -228,6 +283,7 @@ HELPERS: dict[str, Callable] = {
         gather,
         scatter_nd,
         conv_prepacked,
+        conv_prepacked_plain,
         sparse_matmul,
         sparse_matmul_coo,
     )
@@ -357,6 +413,22 @@ def _conv(b: _Builder, node: Node) -> Any:
     )
 
 
+PLAIN_OUTPUT_MIN_ELEMENTS = 1 << 18
+
+
+def _feeds_row_copies(node: Node) -> bool:
+    """Whether a Conv's result is better left in plain memory: its one consumer is a DepthToSpaceND with
+    blocks <= 2 (per-phase row copies) on an output of at least PLAIN_OUTPUT_MIN_ELEMENTS. Measured on
+    the suite's fused sub-pixel layers: 0.75-0.9x the time of channels-last + permuting copy there
+    (U-Net, DCGAN 3-4 at batch 8, the 3-D decoder); on small outputs oneDNN's plain-output
+    primitive is the slower one (up to 2x at 4x4 inputs), on 8x8 blocks the strided writes are."""
+    uses = node.outputs[0].uses
+    if len(uses) != 1 or uses[0][0].op != "DepthToSpaceND" or max(uses[0][0].attr("blocks")) > 2:
+        return False
+    shape = uses[0][0].outputs[0].shape
+    return math.prod(d if isinstance(d, int) else 1 for d in shape) >= PLAIN_OUTPUT_MIN_ELEMENTS
+
+
 def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, padding: list[int]) -> Any:
     """Conv through `conv_prepacked`; 1-D runs as 2-D with a unit height (oneDNN packs 2-D and 3-D weights)."""
     g = node_geometry(node)
@@ -374,7 +446,7 @@ def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, paddin
         torch.from_numpy(np.array(weights, order="C")).to_mkldnn(), padding, strides, dilations, g.group, shape
     )
     y = b.call(
-        conv_prepacked,
+        conv_prepacked_plain if _feeds_row_copies(node) else conv_prepacked,
         x,
         b.buffer(packed, node.inputs[1].name + "_packed"),
         b.value(node.input(2)),
@@ -583,7 +655,7 @@ def _batch_norm(b: _Builder, node: Node) -> Any:
 def _depth_to_space(b: _Builder, node: Node) -> Any:
     x, block = b.value(node.inputs[0]), node.attr("blocksize")
     if node.attr("mode") == "CRD":
-        return b.call(torch.pixel_shuffle, x, block)
+        return b.call(depth_to_space_crd, x, block)
     return b.call(depth_to_space_dcr, x, block)
 
 
@@ -726,6 +798,14 @@ EMITTERS: dict[str, Emitter] = {
     "Col2Im": _col2im,
     "Im2Col": _im2col,
     "InteriorPad": lambda b, node: b.call(interior_pad, b.value(node.inputs[0]), list(node.attr("interior"))),
+    "DepthToSpaceND": lambda b, node: b.call(
+        depth_to_space_nd,
+        b.value(node.inputs[0]),
+        list(node.attr("blocks")),
+        node.attr("mode"),
+        list(node.attr("begins") or [0] * len(node.attr("blocks"))),
+        list(node.outputs[0].shape[2:]),
+    ),
     "Interleave": lambda b, node: b.call(
         interleave, [b.value(v) for v in node.inputs], list(node.attr("strides")), list(node.outputs[0].shape[2:])
     ),
@@ -918,6 +998,7 @@ def torch_module_source(graph: Graph, gm: Any, buffers_file: str | None) -> str:
                 '"""',
                 "",
                 "import itertools",
+                "import math",
                 "from pathlib import Path",
                 "",
                 "import torch",

@@ -1,5 +1,6 @@
-"""DepthToSpace and SpaceToDepth (4-D, ONNX semantics), and this project's Interleave (any rank,
-one input per phase, cropped): the interleaves of sub-pixel convolution.
+"""DepthToSpace and SpaceToDepth (4-D, ONNX semantics), and this project's interleaves of sub-pixel
+convolution, any rank and cropped: Interleave (one input per phase) and DepthToSpaceND (the phases
+packed in the channels of one input, as the fused form's Conv computes them).
 
 `depth_to_space_nd` builds the N-D DepthToSpace out of standard ONNX ops (Reshape, Transpose,
 Reshape; DepthToSpace itself in 2-D with equal blocks), for the lowerings and the ONNX writer.
@@ -183,6 +184,100 @@ def _(ctx, node: Node, cotangents) -> dict[int, object]:
         short = [j - c for j, c in zip(rows, phase_counts(residue, strides, sizes), strict=True)]
         out[index] = ctx.pad(t, [0] * (2 + rank), [0, 0, *short])
     return out
+
+
+# --------------------------------------------------------------------------- DepthToSpaceND
+
+depth_to_space_nd_op = define(
+    "DepthToSpaceND",
+    inputs=("input",),
+    attrs={
+        "blocks": Attr("ints", required=True, doc="s per spatial axis"),
+        "mode": Attr("string", "DCR", "channel order of the input: DCR = (phase, channel), CRD = (channel, phase)"),
+        "begins": Attr("ints", doc="first output position kept per axis, in the uncropped Q·s grid (default 0)"),
+        "sizes": Attr("ints", doc="output spatial sizes (default Q·s − begins)"),
+    },
+    domain="lowering",
+    linear_inputs=(0,),
+    doc="T[n, c, q·s + r] = X[n, channel(c, r), q] on every spatial axis (r in row-major order), "
+    "Y = T[..., begins : begins + sizes]. DepthToSpace of any rank with its crop: the fused sub-pixel "
+    "form's tail in one node, so that each backend picks its own copy pattern.",
+)
+
+
+def _nd_geometry(node: Node, shape) -> tuple[list[int], int, list[int], list[int], list[int]]:
+    """blocks, output channels, rows Q, begins and sizes of a DepthToSpaceND on an input of `shape`."""
+    blocks = list(node.attr("blocks"))
+    rows = list(shape[2:])
+    begins = list(node.attr("begins") or [0] * len(blocks))
+    full = [q * s for q, s in zip(rows, blocks, strict=True)]
+    sizes = list(node.attr("sizes") or [f - b for f, b in zip(full, begins, strict=True)])
+    return blocks, shape[1] // int(np.prod(blocks)), rows, begins, sizes
+
+
+@depth_to_space_nd_op.infer
+def _(ctx: InferContext) -> list[TensorType]:
+    shape = ctx.shape(0)
+    blocks = list(ctx.attr("blocks"))
+    rank = len(blocks)
+    if len(shape) != 2 + rank:
+        ctx.fail(f"input must have rank 2 + {rank} (one block per spatial axis), got {len(shape)}")
+    if any(s < 1 for s in blocks):
+        ctx.fail(f"must be >= 1, got {blocks}", attr="blocks")
+    if ctx.attr("mode") not in ("DCR", "CRD"):
+        ctx.fail(f"must be DCR or CRD, got '{ctx.attr('mode')}'", attr="mode")
+    if not all(isinstance(d, int) for d in shape[1:]):
+        ctx.fail(f"channels and spatial sizes must be static, got {list(shape[1:])}")
+    phases = int(np.prod(blocks))
+    if shape[1] % phases:
+        ctx.fail(f"channels {shape[1]} are not divisible by Πblocks = {phases}")
+    for key in ("begins", "sizes"):
+        if ctx.attr(key) is not None and len(ctx.attr(key)) != rank:
+            ctx.fail(f"has {len(ctx.attr(key))} values for {rank} spatial axes", attr=key)
+    _, channels, rows, begins, sizes = _nd_geometry(ctx.node, shape)
+    for axis, (b, o, q, s) in enumerate(zip(begins, sizes, rows, blocks, strict=True)):
+        if b < 0 or o < 0 or b + o > q * s:
+            ctx.fail(f"begin {b} + size {o} must lie in [0, {q * s}] (Q·s)", attr="sizes", axis=axis)
+    return [TensorType((shape[0], channels, *sizes), ctx.dtype(0))]
+
+
+def _phase_split(
+    batch: int, blocks: list[int], channels: int, rows: list[int], mode: str
+) -> tuple[list[int], list[int]]:
+    """Reshape sizes and permutation taking (N, C, Q...) to (N, M, Q0, s0, Q1, s1, ...)."""
+    d = len(blocks)
+    if mode == "DCR":  # (N, s..., M, Q...)
+        return [batch, *blocks, channels, *rows], [0, d + 1] + [x for j in range(d) for x in (d + 2 + j, 1 + j)]
+    return [batch, channels, *blocks, *rows], [0, 1] + [x for j in range(d) for x in (2 + d + j, 2 + j)]
+
+
+@depth_to_space_nd_op.reference
+def _(node: Node, x) -> list[np.ndarray]:
+    blocks, channels, rows, begins, sizes = _nd_geometry(node, x.shape)
+    split, perm = _phase_split(x.shape[0], blocks, channels, rows, node.attr("mode"))
+    t = (
+        x.reshape(split)
+        .transpose(perm)
+        .reshape(x.shape[0], channels, *(q * s for q, s in zip(rows, blocks, strict=True)))
+    )
+    return [t[(..., *(slice(b, b + o) for b, o in zip(begins, sizes, strict=True)))]]
+
+
+@depth_to_space_nd_op.transpose
+def _(ctx, node: Node, cotangents) -> dict[int, object]:
+    """Zero-extend the cotangent to the Q·s grid, then undo the interleave (Reshape, Transpose, Reshape)."""
+    shape = node.inputs[0].shape
+    blocks, channels, rows, begins, sizes = _nd_geometry(node, shape)
+    full = [q * s for q, s in zip(rows, blocks, strict=True)]
+    z = ctx.pad(
+        cotangents[0], [0, 0, *begins], [0, 0, *(f - b - o for f, b, o in zip(full, begins, sizes, strict=True))]
+    )
+    split, perm = _phase_split(0, blocks, channels, rows, node.attr("mode"))
+    grid = [0, channels, *(x for q, s in zip(rows, blocks, strict=True) for x in (q, s))]
+    t = ctx.op("Reshape", z, ctx.ints(grid, "shape"))
+    t = ctx.op("Transpose", t, perm=[int(i) for i in np.argsort(perm)])
+    t = ctx.op("Reshape", t, ctx.ints(split, "shape"))
+    return {0: ctx.op("Reshape", t, ctx.ints([0, shape[1], *rows], "shape"))}
 
 
 def depth_to_space_nd(
