@@ -19,6 +19,8 @@ from .cli import add_model_argument, command, load_graph
 from .errors import LoweringError
 from .measure import (
     NATIVE,
+    NATIVE_PREPACKED,
+    NATIVES,
     LayerResult,
     machine_facts,
     measure_layer,
@@ -171,7 +173,7 @@ def render(results: list[LayerResult], peak: float) -> None:
                 notes.append(f"  {m.label}: {m.status}")
                 table.add_row(m.label, f"[dim]{m.status.split(':')[0]}[/dim]", *[""] * 8)
                 continue
-            style = "bold" if m.strategy == NATIVE else ""
+            style = "bold" if m.strategy in NATIVES else ""
             memory = "-" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / 2**20:.1f}"
             table.add_row(
                 f"[{style}]{m.label}[/{style}]" if style else m.label,
@@ -232,7 +234,7 @@ def plot_png(results: list[LayerResult]) -> bytes:
         labels = [m.label for m in ok]
         values = [m.median_s * 1e3 for m in ok]
         errors = [[(m.median_s - m.q1_s) * 1e3 for m in ok], [(m.q3_s - m.median_s) * 1e3 for m in ok]]
-        colours = ["#888888" if m.strategy == NATIVE else "#3b75af" for m in ok]
+        colours = ["#888888" if m.strategy in NATIVES else "#3b75af" for m in ok]
         ax.barh(labels, values, xerr=errors, color=colours)
         for native in (m for m in ok if m.strategy == NATIVE):
             style = "--" if native.backend == "torch" else ":"
@@ -351,7 +353,7 @@ def static_pick_cost(result: LayerResult, backend: str) -> float | None:
     """Time of the strategy the static cost model picks / time of the measured best, on one backend."""
     by = {m.strategy: m for m in result.measurements if m.status == "ok" and m.backend == backend and m.device == "cpu"}
     pick = result.static_choice.get(backend)
-    lowered = [m.median_s for s, m in by.items() if s not in (NATIVE, "auto")]
+    lowered = [m.median_s for s, m in by.items() if s not in (*NATIVES, "auto")]
     if pick not in by or not lowered:
         return None
     return by[pick].median_s / min(lowered)
@@ -365,7 +367,13 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
 
     table = Table(title="auto against the native kernels (ratios of medians; < 1 is faster)", title_justify="left")
     backends = ("torch", "onnx", "numpy")
-    columns = ["layer", "auto/torch vs torch", "auto/onnx vs ORT", "best auto vs best native"]
+    columns = [
+        "layer",
+        "auto/torch vs torch",
+        "auto/onnx vs ORT",
+        "best auto vs best native",
+        "auto/torch vs prepacked",
+    ]
     columns += [f"static pick cost {b}" for b in backends]
     for column in columns:
         table.add_column(column, justify="left" if column == "layer" else "right")
@@ -374,6 +382,7 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
     for r in results:
         by = {(m.strategy, m.backend): m for m in r.measurements if m.status == "ok" and m.device == "cpu"}
         torch_auto, onnx_auto = by.get(("auto", "torch")), by.get(("auto", "onnx"))
+        prepacked = by.get((NATIVE_PREPACKED, "torch"))
         natives = [m.median_s for (s, _), m in by.items() if s == NATIVE]
         autos = [m.median_s for (s, _), m in by.items() if s == "auto"]
         costs = {b: static_pick_cost(r, b) for b in backends}
@@ -384,12 +393,15 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
             "auto_torch_vs_torch": torch_auto.vs_torch_native if torch_auto else None,
             "auto_onnx_vs_onnx": onnx_auto.vs_onnx_native if onnx_auto else None,
             "best_auto_vs_best_native": min(autos) / min(natives) if autos and natives else None,
+            "auto_torch_vs_torch_prepacked": torch_auto.median_s / prepacked.median_s
+            if torch_auto and prepacked
+            else None,
             "static_pick_cost": costs,
         }
         summary["layers"][r.name] = row
         table.add_row(
             r.name,
-            *(_ratio(v) if v is not None else "-" for v in list(row.values())[:3]),
+            *(_ratio(v) if v is not None else "-" for v in list(row.values())[:4]),
             *(_ratio(costs[b]) if costs[b] is not None else "-" for b in backends),
         )
     for b, flags in hits.items():

@@ -27,7 +27,9 @@ import numpy as np
 from .errors import LoweringError
 from .ir import Graph
 
-NATIVE = "native"
+NATIVE = "native"  # the runtime's own ConvTranspose as users call it (PyTorch: eager conv_transpose)
+NATIVE_PREPACKED = "native-prepacked"  # PyTorch's ConvTranspose with weights reordered once (torch.compile freezing)
+NATIVES = (NATIVE, NATIVE_PREPACKED)
 
 
 @dataclass
@@ -74,7 +76,7 @@ class LayerResult:
             for m in self.measurements
             if m.status == "ok"
             and (backend is None or m.backend == backend)
-            and not (exclude_native and m.strategy == NATIVE)
+            and not (exclude_native and m.strategy in NATIVES)
         ]
         return min(ok, key=lambda m: m.median_s, default=None)
 
@@ -283,12 +285,13 @@ def build_variants(
     auto_choice: dict[str, str] = {}
     static_choice = {b: picks(lower(graph, "auto", backend=b)) for b in backends} if "auto" in strategies else {}
     natives = [(NATIVE, b) for b in ("torch", "onnx") if b in backends]
+    natives += [(NATIVE_PREPACKED, "torch")] if "torch" in backends else []
     plan = natives + [(s, b) for s in strategies for b in backends]
     for device in devices:
         for strategy, backend in plan:
             m = Measurement(strategy, backend, device)
             try:
-                if strategy == NATIVE:
+                if strategy in NATIVES:
                     candidate = graph
                 else:
                     options = {"backend": backend, "tune": tune, "device": device} if strategy == "auto" else {}
@@ -296,6 +299,10 @@ def build_variants(
                     if strategy == "auto":
                         auto_choice[backend] = picks(candidate)
                 options = {"threads": threads} if backend == "onnx" else {}
+                if strategy in NATIVES and backend == "torch":
+                    if strategy == NATIVE_PREPACKED and device != "cpu":
+                        raise LoweringError("prepacked ConvTranspose weights are a oneDNN (CPU) feature")
+                    options["prepack"] = strategy == NATIVE_PREPACKED  # eager native reorders every call
                 compiled = compile(candidate, backend, device, **options)
             except LoweringError as error:
                 m.status = f"declined: {error}"

@@ -887,32 +887,54 @@ def test_torch_compile(strategy: str | None) -> None:
         assert_close(got["features"], want["features"], TOLERANCE["float32"])
 
 
-PREPACK_CASES = {  # float32 Conv layers: (input shape, weight shape, attributes)
-    "1d": ((2, 6, 9), (4, 6, 3), {}),
-    "2d-grouped-dilated-strided": ((2, 6, 7, 8), (6, 2, 3, 3), {"group": 3, "dilations": [2, 1], "strides": [2, 1]}),
-    "2d-asymmetric-pads": ((1, 4, 6, 7), (5, 4, 2, 2), {"pads": [1, 0, 0, 2]}),
-    "3d": ((2, 3, 4, 5, 6), (4, 3, 2, 2, 2), {"pads": [1, 1, 1, 1, 1, 1]}),
+PREPACK_CASES = {  # float32 Conv / ConvTranspose layers: (op, input shape, weight shape, attributes)
+    "conv-1d": ("Conv", (2, 6, 9), (4, 6, 3), {}),
+    "conv-2d-grouped-dilated-strided": (
+        "Conv",
+        (2, 6, 7, 8),
+        (6, 2, 3, 3),
+        {"group": 3, "dilations": [2, 1], "strides": [2, 1]},
+    ),
+    "conv-2d-asymmetric-pads": ("Conv", (1, 4, 6, 7), (5, 4, 2, 2), {"pads": [1, 0, 0, 2]}),
+    "conv-3d": ("Conv", (2, 3, 4, 5, 6), (4, 3, 2, 2, 2), {"pads": [1, 1, 1, 1, 1, 1]}),
+    "transpose-1d": ("ConvTranspose", (2, 6, 9), (6, 4, 4), {"strides": [2], "pads": [1, 1]}),
+    "transpose-2d-grouped-dilated-output-padding": (
+        "ConvTranspose",
+        (2, 6, 5, 7),
+        (6, 2, 3, 3),
+        {"group": 3, "dilations": [2, 1], "strides": [2, 3], "output_padding": [1, 2]},
+    ),
+    "transpose-2d-asymmetric-pads": (
+        "ConvTranspose",
+        (1, 4, 6, 7),
+        (4, 5, 4, 4),
+        {"strides": [2, 2], "pads": [2, 0, 1, 3]},
+    ),
+    "transpose-3d": ("ConvTranspose", (2, 3, 4, 5, 6), (3, 4, 4, 4, 4), {"strides": [2, 2, 2], "pads": [1] * 6}),
 }
 
 
 @pytest.mark.parametrize("case", PREPACK_CASES)
 def test_prepacked_conv_matches_the_reference(case: str) -> None:
-    """Constant float32 Conv weights are reordered for oneDNN once; results equal the reference, dense."""
+    """Constant float32 Conv and ConvTranspose weights are reordered for oneDNN once (a graph that keeps its
+    ConvTranspose too); results equal the reference, dense."""
     from lowering.backends.torch_backend import prepacking_available
 
     if not prepacking_available():
         pytest.skip("this torch build has no oneDNN")
-    x_shape, w_shape, attrs = PREPACK_CASES[case]
+    op, x_shape, w_shape, attrs = PREPACK_CASES[case]
     rng = np.random.default_rng(3)
     graph = Graph("conv")
     x = graph.add_input("x", x_shape, "float32")
     w = graph.const(rng.standard_normal(w_shape).astype("float32"), "w")
-    b = graph.const(rng.standard_normal(w_shape[0]).astype("float32"), "b")
-    y = graph.op("Conv", x, w, b, **attrs)
+    out_channels = w_shape[0] if op == "Conv" else w_shape[1] * attrs.get("group", 1)
+    b = graph.const(rng.standard_normal(out_channels).astype("float32"), "b")
+    y = graph.op(op, x, w, b, **attrs)
     graph.rename(y, "y")
     graph.outputs.append(y)
-    assert "conv_prepacked(" in lowering.compile(graph, backend="torch").source
-    assert "conv_prepacked(" not in lowering.compile(graph, backend="torch", prepack=False).source
+    helper = "conv_prepacked(" if op == "Conv" else "conv_transpose_prepacked("
+    assert helper in lowering.compile(graph, backend="torch").source
+    assert helper not in lowering.compile(graph, backend="torch", prepack=False).source
     got = check_graph(graph, {"x": rng.standard_normal(x_shape).astype("float32")})
     assert got["y"].flags.c_contiguous
 

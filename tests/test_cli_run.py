@@ -186,4 +186,14 @@ def test_bench_on_a_small_suite_layer_writes_json_with_summary(tmp_path):
     labels = {m["label"] for m in layer["measurements"] if m["status"] == "ok"}
     assert {"native/torch", "native/onnx", "auto/onnx", "subpixel/torch"} <= labels
     summary = data["summary"]["layers"]["fcn-x2-b1"]
-    assert set(summary) == {"auto_torch_vs_torch", "auto_onnx_vs_onnx", "best_auto_vs_best_native", "static_pick_cost"}
+    assert set(summary) == {
+        "auto_torch_vs_torch",
+        "auto_onnx_vs_onnx",
+        "best_auto_vs_best_native",
+        "auto_torch_vs_torch_prepacked",
+        "static_pick_cost",
+    }
+    if "native-prepacked/torch" in labels:  # PyTorch's ConvTranspose with weights reordered once (oneDNN builds)
+        prepacked = next(m for m in layer["measurements"] if m["label"] == "native-prepacked/torch")
+        auto = next(m for m in layer["measurements"] if m["label"] == "auto/torch")
+        assert summary["auto_torch_vs_torch_prepacked"] == pytest.approx(auto["median_s"] / prepacked["median_s"])

@@ -55,7 +55,9 @@ def observations(paths: list[str]) -> list[tuple[str, str, list[Cost], dict[str,
             measured = {
                 m["strategy"]: m["median_s"]
                 for m in layer["measurements"]
-                if m["status"] == "ok" and m["backend"] == backend and m["strategy"] not in ("native", "auto")
+                if m["status"] == "ok"
+                and m["backend"] == backend
+                and m["strategy"] not in ("native", "native-prepacked", "auto")
             }
             usable = [c for c in costs if c.strategy in measured]
             if usable:

@@ -22,11 +22,12 @@ def main(path: str) -> None:
     print(f"Measured peak: {peak:.0f} GFLOP/s (best of a 2048² NumPy matmul and a 1x1 conv in channels-last).\n")
     print(
         "| layer | GMAC | torch native ms | ORT native ms | auto/torch vs torch | auto/onnx vs ORT "
-        "| best auto vs best native | auto % of peak | numpy best vs torch | static pick cost (torch / onnx) |"
+        "| best auto vs best native | auto % of peak | numpy best vs torch | static pick cost (torch / onnx) "
+        "| torch prepacked native ms | auto/torch vs prepacked |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    ratios: dict[str, list[float]] = {"torch": [], "onnx": [], "best": [], "numpy": []}
-    wins = {"torch": 0, "onnx": 0, "best": 0}
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios: dict[str, list[float]] = {"torch": [], "onnx": [], "best": [], "numpy": [], "prepacked": []}
+    wins = {"torch": 0, "onnx": 0, "best": 0, "prepacked": 0}
     for layer in data["layers"]:
         ok = {m["label"]: m for m in layer["measurements"] if m["status"] == "ok"}
         nt, no = ok["native/torch"]["median_s"], ok["native/onnx"]["median_s"]
@@ -47,12 +48,19 @@ def main(path: str) -> None:
         wins["torch"] += rt <= 1.0
         wins["onnx"] += ro <= 1.0
         wins["best"] += best_auto["median_s"] < nt and best_auto["median_s"] < no
+        prepacked = ok.get("native-prepacked/torch")
+        rp = at["median_s"] / prepacked["median_s"] if prepacked else None
+        prepacked_ms = f"{prepacked['median_s'] * 1e3:.3f}" if prepacked else "-"
+        if rp is not None:
+            ratios["prepacked"].append(rp)
+            wins["prepacked"] += rp <= 1.0
         cost = data.get("summary", {}).get("layers", {}).get(layer["name"], {}).get("static_pick_cost", {})
         fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
         print(
             f"| {layer['name']} | {layer['useful_macs'] / 1e9:.3f} | {nt * 1e3:.3f} | {no * 1e3:.3f} | {rt:.2f}x | "
             f"{ro:.2f}x | {rb:.2f}x ({best_auto['backend']}) | {100 * best_auto['peak_fraction']:.0f}% | "
-            f"{numpy_best / nt:.2f}x | {fmt(cost.get('torch'))} / {fmt(cost.get('onnx'))} |"
+            f"{numpy_best / nt:.2f}x | {fmt(cost.get('torch'))} / {fmt(cost.get('onnx'))} | "
+            f"{prepacked_ms} | {fmt(rp)} |"
         )
     n = len(data["layers"])
     print(
@@ -62,6 +70,11 @@ def main(path: str) -> None:
         f"auto/torch <= 1.00x on {wins['torch']}/{n} layers, auto/onnx <= 1.00x on {wins['onnx']}/{n}, "
         f"best auto faster than both natives on {wins['best']}/{n}."
     )
+    if ratios["prepacked"]:
+        print(
+            f"Against PyTorch's prepacked ConvTranspose: auto/torch {geomean(ratios['prepacked']):.2f}x "
+            f"(geometric mean), <= 1.00x on {wins['prepacked']}/{len(ratios['prepacked'])} layers."
+        )
     share = data.get("summary", {}).get("static_within_10_percent", {})
     if share:
         print(

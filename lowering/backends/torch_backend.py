@@ -242,6 +242,15 @@ def conv_prepacked_plain(x, packed, bias, padding, stride, dilation, groups):
     return torch.mkldnn_convolution(x.to_mkldnn(), packed, bias, padding, stride, dilation, groups).to_dense()
 
 
+def conv_transpose_prepacked(x, packed, bias, window, groups):
+    """oneDNN transposed convolution on weights reordered once at build time (CPU, float32); `window` is
+    [padding, output_padding, stride, dilation]. Eager conv_transpose reorders its weights every call."""
+    padding, output_padding, stride, dilation = window
+    return torch.ops.mkldnn._convolution_transpose_pointwise(
+        x, packed, bias, padding, output_padding, stride, dilation, groups, "none", [], ""
+    )
+
+
 def conv_prepacked(x, packed, bias, padding, stride, dilation, groups):
     """oneDNN convolution on weights reordered into its blocked layout once, at build time (CPU, float32).
 
@@ -284,6 +293,7 @@ HELPERS: dict[str, Callable] = {
         scatter_nd,
         conv_prepacked,
         conv_prepacked_plain,
+        conv_transpose_prepacked,
         sparse_matmul,
         sparse_matmul_coo,
     )
@@ -458,6 +468,30 @@ def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, paddin
     return b.method("squeeze", y, 2) if g.rank == 1 else y
 
 
+def _pack_conv_transpose(node: Node, weights: np.ndarray, padding: list[int], output_padding: list[int]) -> Any:
+    """ConvTranspose weights reordered into oneDNN's layout once (what torch.compile's freezing does);
+    1-D as 2-D with a unit height, like `_conv_prepacked`."""
+    g = node_geometry(node)
+    shape = [d if isinstance(d, int) else 1 for d in node.inputs[0].shape]
+    window = [padding, output_padding, list(g.strides), list(g.dilations)]
+    if g.rank == 1:
+        weights, shape = weights[:, :, None], [*shape[:2], 1, *shape[2:]]
+        window = [[unit, *values] for unit, values in zip((0, 0, 1, 1), window, strict=True)]
+    tensor = torch.from_numpy(np.array(weights, order="C"))
+    return torch.ops.mkldnn._reorder_convolution_transpose_weight(tensor, *window, g.group, shape)
+
+
+def _call_rank2_or_3(b: _Builder, rank: int, fn: Callable, x: Any, *args: Any) -> Any:
+    """`fn(x, *args)` where oneDNN only has 2-D and 3-D primitives: 1-D runs with a unit height. The last
+    list argument before `groups` holds per-axis lists (padding, ...), each given a leading unit axis."""
+    if rank != 1:
+        return b.call(fn, x, *args)
+    *head, window, groups = args
+    window = [[unit, *values] for unit, values in zip((0, 0, 1, 1), window, strict=True)]
+    y = b.call(fn, b.method("unsqueeze", x, 2), *head, window, groups)
+    return b.method("squeeze", y, 2)
+
+
 def _conv_transpose(b: _Builder, node: Node) -> Any:
     """Native conv_transpose; pads torch cannot express (asymmetric, negative, large) become a crop/extension.
 
@@ -491,17 +525,35 @@ def _conv_transpose(b: _Builder, node: Node) -> Any:
         begin.append(p - pb)  # > 0: zero-extend at the start, < 0: crop
         end.append(pb + o - (full + a_t - p))
     extends = any(v > 0 for v in begin + end)
-    y = b.call(
-        fn,
-        x,
-        w,
-        None if extends else bias,
-        stride=tuple(g.strides),
-        padding=tuple(padding),
-        output_padding=tuple(output_padding),
-        groups=g.group,
-        dilation=tuple(g.dilations),
-    )
+    weights = b.const(node.inputs[1])
+    static = [d for d in node.inputs[0].shape if isinstance(d, int)]
+    empty = weights is None or np.size(weights) == 0 or 0 in static
+    # oneDNN's deconvolution has no primitive for output_padding >= stride (torch allows < max(stride, dilation))
+    onednn_window = all(a < s for a, s in zip(output_padding, g.strides, strict=True))
+    if b.prepack and not empty and onednn_window and node.inputs[0].dtype == "float32":
+        packed = _pack_conv_transpose(node, np.asarray(weights), padding, output_padding)
+        y = _call_rank2_or_3(
+            b,
+            g.rank,
+            conv_transpose_prepacked,
+            x,
+            b.buffer(packed, node.inputs[1].name + "_packed"),
+            None if extends else bias,
+            [padding, output_padding, list(g.strides), list(g.dilations)],
+            g.group,
+        )
+    else:
+        y = b.call(
+            fn,
+            x,
+            w,
+            None if extends else bias,
+            stride=tuple(g.strides),
+            padding=tuple(padding),
+            output_padding=tuple(output_padding),
+            groups=g.group,
+            dilation=tuple(g.dilations),
+        )
     if any(begin) or any(end):
         y = b.call(F.pad, y, torch_pads(begin, end))
     if extends and bias is not None:
@@ -875,10 +927,12 @@ def _to_tensor(array: np.ndarray, dtype: str | None, device: str) -> Any:
 
 
 def prepacking_available() -> bool:
-    """Whether this torch build has the oneDNN ops `conv_prepacked` needs."""
+    """Whether this torch build has the oneDNN ops `conv_prepacked` and `conv_transpose_prepacked` need."""
     _load_torch()
     mkldnn = torch.ops.mkldnn
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(mkldnn, "_convolution_pointwise")
+    return bool(torch.backends.mkldnn.is_available()) and all(
+        hasattr(mkldnn, op) for op in ("_convolution_pointwise", "_convolution_transpose_pointwise")
+    )
 
 
 @register_backend("torch")
@@ -896,7 +950,7 @@ def compile_torch(
     `compile=True` runs it through `torch.compile` (compiled on the first call). On CUDA, float32
     convolutions run in full precision unless `tf32=True` (cuDNN's default would round to TF32).
     `prepack` (default: on CPU when oneDNN is there and `compile` is off) reorders constant Conv
-    weights once, as `torch.compile`'s freezing does, instead of on every call.
+    and ConvTranspose weights once, as `torch.compile`'s freezing does, instead of on every call.
     """
     available = prepacking_available()
     if prepack is None:
