@@ -941,12 +941,17 @@ def test_prepacked_conv_matches_the_reference(case: str) -> None:
 
 @pytest.mark.parametrize(
     ("x_shape", "blocks", "plain"),
-    [((1, 8, 5, 5), [2, 2], False), ((2, 8, 128, 128), [2, 2], True), ((1, 4, 4, 64, 64), [2, 2, 2], True)],
+    [
+        ((1, 8, 5, 5), [2, 2], False),  # small: per-phase copies from channels-last
+        ((1, 4, 6, 6), [4, 4], False),  # blocks > 2: one permuting copy from channels-last, then the crop
+        ((2, 8, 128, 128), [2, 2], True),  # large: plain conv result, per-phase row copies
+        ((1, 4, 4, 64, 64), [2, 2, 2], True),
+    ],
 )
 def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, plain) -> None:
-    """A prepacked Conv feeding a DepthToSpaceND (the fused sub-pixel tail) leaves a large result in plain
-    memory for per-phase row copies and a small one channels-last for a permuting copy; both equal the
-    reference."""
+    """A prepacked Conv feeding a DepthToSpaceND (the fused sub-pixel tail) leaves a large result with
+    blocks <= 2 in plain memory for per-phase row copies, any other channels-last; every copy pattern
+    equals the reference."""
     from lowering.backends.torch_backend import prepacking_available
 
     if not prepacking_available():

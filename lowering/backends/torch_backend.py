@@ -98,10 +98,10 @@ def depth_to_space_crd(x, block):
 def depth_to_space_nd(x, blocks, mode, begins, sizes):
     """DepthToSpaceND: channel phase r of row q to output position q·s + r − begin, every spatial axis.
 
-    Two copy patterns, by the layout the producer left: from plain (N, C, Q...) memory, one strided
-    copy per phase reading whole rows (the output rows are written s-interleaved, cheap for s <= 2);
-    from channels-last memory (a oneDNN result) or for larger blocks, split the channels in place and
-    make one permuting copy, then crop.
+    Two copy patterns, by the layout the producer left and the size (measured on the suite): for blocks
+    <= 2, one strided copy per phase straight into the cropped output, from plain (N, C, Q...) memory
+    (whole rows read) or from a small channels-last result; otherwise (large channels-last results,
+    larger blocks) split the channels in place and make one permuting copy, then crop.
     """
     n, c, *rows = x.shape
     d = len(blocks)
@@ -112,7 +112,8 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
     else:  # (N, M, s..., Q...)
         grid = x.view(n, channels, *blocks, *rows)
         phase_axes, channel_axis, row_axes = list(range(2, d + 2)), 1, list(range(d + 2, 2 * d + 2))
-    if x.is_contiguous() and max(blocks) <= 2:
+    small = n * channels * math.prod(sizes) < (1 << 18)  # PLAIN_OUTPUT_MIN_ELEMENTS
+    if max(blocks) <= 2 and (x.is_contiguous() or small):
         out = x.new_empty((n, channels, *sizes))
         for residue in itertools.product(*(range(s) for s in blocks)):
             index = [slice(None)] * grid.dim()
