@@ -940,15 +940,16 @@ def test_prepacked_conv_matches_the_reference(case: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("x_shape", "blocks", "plain"),
+    ("x_shape", "blocks", "group", "plain"),
     [
-        ((1, 8, 5, 5), [2, 2], False),  # small: per-phase copies from channels-last
-        ((1, 4, 6, 6), [4, 4], False),  # blocks > 2: one permuting copy from channels-last, then the crop
-        ((2, 8, 128, 128), [2, 2], True),  # large: plain conv result, per-phase row copies
-        ((1, 4, 4, 64, 64), [2, 2, 2], True),
+        ((1, 8, 5, 5), [2, 2], 1, False),  # small: per-phase copies from channels-last
+        ((1, 4, 6, 6), [4, 4], 1, False),  # blocks > 2: one permuting copy from channels-last, then the crop
+        ((2, 8, 128, 128), [2, 2], 1, True),  # large: plain conv result, per-phase row copies
+        ((1, 4, 4, 64, 64), [2, 2, 2], 1, True),
+        ((2, 8, 128, 128), [2, 2], 4, False),  # grouped: channels-last (the plain primitive is slower)
     ],
 )
-def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, plain) -> None:
+def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, group, plain) -> None:
     """A prepacked Conv feeding a DepthToSpaceND (the fused sub-pixel tail) leaves a large result with
     blocks <= 2 in plain memory for per-phase row copies, any other channels-last; every copy pattern
     equals the reference."""
@@ -958,11 +959,11 @@ def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, pl
         pytest.skip("this torch build has no oneDNN")
     rng = np.random.default_rng(4)
     rank = len(x_shape) - 2
-    channels = 3 * int(np.prod(blocks))
+    channels = 4 * int(np.prod(blocks))
     graph = Graph("fused_tail")
     x = graph.add_input("x", x_shape, "float32")
-    w = graph.const(rng.standard_normal((channels, x_shape[1], *[2] * rank)).astype("float32"), "w")
-    conv = graph.op("Conv", x, w, pads=[1] * (2 * rank))
+    w = graph.const(rng.standard_normal((channels, x_shape[1] // group, *[2] * rank)).astype("float32"), "w")
+    conv = graph.op("Conv", x, w, pads=[1] * (2 * rank), group=group)
     full = [(n + 1) * s for n, s in zip(x_shape[2:], blocks, strict=True)]
     y = graph.op("DepthToSpaceND", conv, blocks=blocks, mode="CRD", begins=[1] * rank, sizes=[f - 2 for f in full])
     graph.rename(y, "y")

@@ -428,13 +428,16 @@ PLAIN_OUTPUT_MIN_ELEMENTS = 1 << 18
 
 
 def _feeds_row_copies(node: Node) -> bool:
-    """Whether a Conv's result is better left in plain memory: its one consumer is a DepthToSpaceND with
-    blocks <= 2 (per-phase row copies) on an output of at least PLAIN_OUTPUT_MIN_ELEMENTS. Measured on
-    the suite's fused sub-pixel layers: 0.75-0.9x the time of channels-last + permuting copy there
-    (U-Net, DCGAN 3-4 at batch 8, the 3-D decoder); on small outputs oneDNN's plain-output
-    primitive is the slower one (up to 2x at 4x4 inputs), on 8x8 blocks the strided writes are."""
+    """Whether a Conv's result is better left in plain memory: an ungrouped Conv whose one consumer is a
+    DepthToSpaceND with blocks <= 2 (per-phase row copies) on an output of at least
+    PLAIN_OUTPUT_MIN_ELEMENTS. Measured on the suite's fused sub-pixel layers: 0.75-0.9x the time of
+    channels-last + permuting copy there (U-Net, DCGAN 3-4 at batch 8, the 3-D decoder); on small
+    outputs and grouped (depthwise) convolutions oneDNN's plain-output primitive is the slower one (up
+    to 2x), on 8x8 blocks the strided writes are."""
     uses = node.outputs[0].uses
     if len(uses) != 1 or uses[0][0].op != "DepthToSpaceND" or max(uses[0][0].attr("blocks")) > 2:
+        return False
+    if node_geometry(node).group != 1:  # grouped (depthwise): the plain-output primitive is 1.2-2x slower
         return False
     shape = uses[0][0].outputs[0].shape
     return math.prod(d if isinstance(d, int) else 1 for d in shape) >= PLAIN_OUTPUT_MIN_ELEMENTS
