@@ -41,7 +41,10 @@ class FoldConstants(Pass):
                 continue
             results = opdef.evaluate(node, inputs)
             for value, result in zip(node.outputs, results, strict=True):
-                array = np.array(result, dtype=value.dtype)  # a fresh array the graph can own
+                # C-contiguous, as every backend expects its weights, but not copied when it already is:
+                # the reference returns fresh arrays or views of read-only constants, and copying every
+                # folded weight was most of the lowering time
+                array = np.ascontiguousarray(result, dtype=value.dtype)
                 constant = graph.const(array, hint=value.name, copy=False)
                 graph.replace_all_uses_with(value, constant)
             graph.remove_node(node)
