@@ -31,12 +31,15 @@ from .measure import (
 
 DEFAULT_BACKENDS = ("torch", "onnx", "numpy")
 
-# Measurement hygiene that changed results by 2x on a 2-core machine (PERF-NOTES): OpenBLAS threads that
-# spin after a call starve the next runtime, and glibc hands large buffers back to the kernel and
-# page-faults them again on every call. These take effect only at process start, so a benchmark
-# command re-executes itself with them when they are missing.
+# Measurement hygiene that changed results by 2x on a 2-core machine (PERF-NOTES): OpenBLAS threads and
+# PyTorch's OpenMP (libgomp) workers that spin after a call starve the next runtime (with libgomp's
+# default spin count the same onnxruntime graph timed 3.4 ms and 8.5 ms in one run; 10000 spins keep
+# PyTorch's own graphs as fast and onnxruntime's spread within 0.3 ms), and glibc hands large buffers
+# back to the kernel and page-faults them again on every call. These take effect only at process
+# start, so a benchmark command re-executes itself with them when they are missing.
 BENCH_ENV = {
     "OPENBLAS_THREAD_TIMEOUT": "1",
+    "GOMP_SPINCOUNT": "10000",
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
 }

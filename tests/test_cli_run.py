@@ -179,7 +179,8 @@ def test_bench_on_a_small_suite_layer_writes_json_with_summary(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert data["threads"]["environment"]["OPENBLAS_THREAD_TIMEOUT"] == "1"  # the measurement environment
+    environment = data["threads"]["environment"]  # the measurement environment
+    assert environment["OPENBLAS_THREAD_TIMEOUT"] == "1" and environment["GOMP_SPINCOUNT"] == "10000"
     assert data["peak_gflops"]["peak"] > 0
     (layer,) = data["layers"]
     assert layer["name"] == "fcn-x2-b1" and layer["static_choice"]
