@@ -10,6 +10,7 @@ ONNX model to bytes, weights included.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 
@@ -26,6 +27,7 @@ def median_seconds(fn, runs: int = 9) -> float:
     fn()  # warm-up
     times = []
     for _ in range(runs):
+        gc.collect()  # a collection of the previous run's graphs would otherwise land in a random timing
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

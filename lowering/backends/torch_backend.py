@@ -472,28 +472,22 @@ def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, paddin
     return b.method("squeeze", y, 2) if g.rank == 1 else y
 
 
-def _pack_conv_transpose(node: Node, weights: np.ndarray, padding: list[int], output_padding: list[int]) -> Any:
-    """ConvTranspose weights reordered into oneDNN's layout once (what torch.compile's freezing does);
-    1-D as 2-D with a unit height, like `_conv_prepacked`."""
+def _conv_transpose_prepacked(
+    b: _Builder, node: Node, x: Any, bias: Any, weights: np.ndarray, padding: list[int], output_padding: list[int]
+) -> Any:
+    """ConvTranspose through `conv_transpose_prepacked`, weights reordered into oneDNN's layout once (what
+    torch.compile's freezing does); 1-D runs as 2-D with a unit height, like `_conv_prepacked`."""
     g = node_geometry(node)
-    shape = [d if isinstance(d, int) else 1 for d in node.inputs[0].shape]
+    shape = [d if isinstance(d, int) else 1 for d in node.inputs[0].shape]  # a layout hint, N = 1 if symbolic
     window = [padding, output_padding, list(g.strides), list(g.dilations)]
     if g.rank == 1:
         weights, shape = weights[:, :, None], [*shape[:2], 1, *shape[2:]]
         window = [[unit, *values] for unit, values in zip((0, 0, 1, 1), window, strict=True)]
+        x = b.method("unsqueeze", x, 2)
     tensor = torch.from_numpy(np.array(weights, order="C"))
-    return torch.ops.mkldnn._reorder_convolution_transpose_weight(tensor, *window, g.group, shape)
-
-
-def _call_rank2_or_3(b: _Builder, rank: int, fn: Callable, x: Any, *args: Any) -> Any:
-    """`fn(x, *args)` where oneDNN only has 2-D and 3-D primitives: 1-D runs with a unit height. The last
-    list argument before `groups` holds per-axis lists (padding, ...), each given a leading unit axis."""
-    if rank != 1:
-        return b.call(fn, x, *args)
-    *head, window, groups = args
-    window = [[unit, *values] for unit, values in zip((0, 0, 1, 1), window, strict=True)]
-    y = b.call(fn, b.method("unsqueeze", x, 2), *head, window, groups)
-    return b.method("squeeze", y, 2)
+    packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(tensor, *window, g.group, shape)
+    y = b.call(conv_transpose_prepacked, x, b.buffer(packed, node.inputs[1].name + "_packed"), bias, window, g.group)
+    return b.method("squeeze", y, 2) if g.rank == 1 else y
 
 
 def _conv_transpose(b: _Builder, node: Node) -> Any:
@@ -535,16 +529,8 @@ def _conv_transpose(b: _Builder, node: Node) -> Any:
     # oneDNN's deconvolution has no primitive for output_padding >= stride (torch allows < max(stride, dilation))
     onednn_window = all(a < s for a, s in zip(output_padding, g.strides, strict=True))
     if b.prepack and not empty and onednn_window and node.inputs[0].dtype == "float32":
-        packed = _pack_conv_transpose(node, np.asarray(weights), padding, output_padding)
-        y = _call_rank2_or_3(
-            b,
-            g.rank,
-            conv_transpose_prepacked,
-            x,
-            b.buffer(packed, node.inputs[1].name + "_packed"),
-            None if extends else bias,
-            [padding, output_padding, list(g.strides), list(g.dilations)],
-            g.group,
+        y = _conv_transpose_prepacked(
+            b, node, x, None if extends else bias, np.asarray(weights), padding, output_padding
         )
     else:
         y = b.call(
