@@ -87,12 +87,10 @@ def pad_mode(x, begin, end, mode):
 def depth_to_space_crd(x, block):
     """ONNX DepthToSpace in CRD order. torch.pixel_shuffle keeps its input's memory format, so on a
     channels-last conv result it returns channels-last and the NCHW copy after it is a slow transpose;
-    a view split + one permuting copy writes NCHW directly instead."""
+    `depth_to_space_nd` writes NCHW directly instead."""
     if x.is_contiguous():
         return torch.pixel_shuffle(x, block)
-    n, c, h, w = x.shape
-    t = x.reshape(n, c // (block * block), block, block, h, w).permute(0, 1, 4, 2, 5, 3)
-    return t.reshape(n, c // (block * block), h * block, w * block)
+    return depth_to_space_nd(x, [block, block], "CRD", [0, 0], [x.shape[2] * block, x.shape[3] * block])
 
 
 def depth_to_space_nd(x, blocks, mode, begins, sizes):
@@ -398,6 +396,16 @@ def _spatial_fn(node: Node, rank: int, family: str) -> Callable:
     return getattr(torch, f"{family}{rank}d")
 
 
+def _prepackable_weights(b: _Builder, node: Node) -> np.ndarray | None:
+    """The constant weights of a Conv / ConvTranspose when the builder prepacks and oneDNN can take them
+    (float32, nothing empty: oneDNN has no primitive for empty tensors), else None."""
+    weights = b.const(node.inputs[1])
+    static = [d for d in node.inputs[0].shape if isinstance(d, int)]
+    if not b.prepack or node.inputs[0].dtype != "float32" or weights is None or np.size(weights) == 0 or 0 in static:
+        return None
+    return np.asarray(weights)
+
+
 def _conv(b: _Builder, node: Node) -> Any:
     g = node_geometry(node)
     fn = _spatial_fn(node, g.rank, "conv")
@@ -407,11 +415,9 @@ def _conv(b: _Builder, node: Node) -> Any:
     end = [pe - c for pe, c in zip(g.pads_end, common, strict=True)]
     if any(begin) or any(end):  # torch pads symmetrically: the rest (or a crop) goes first
         x = b.call(F.pad, x, torch_pads(begin, end))
-    weights = b.const(node.inputs[1])
-    static = [d for d in node.inputs[0].shape if isinstance(d, int)]
-    empty = weights is None or np.size(weights) == 0 or 0 in static  # oneDNN has no primitive for empty tensors
-    if b.prepack and not empty and node.inputs[0].dtype == "float32":
-        return _conv_prepacked(b, node, x, np.asarray(weights), common)
+    weights = _prepackable_weights(b, node)
+    if weights is not None:
+        return _conv_prepacked(b, node, x, weights, common)
     return b.call(
         fn,
         x,
@@ -523,15 +529,11 @@ def _conv_transpose(b: _Builder, node: Node) -> Any:
         begin.append(p - pb)  # > 0: zero-extend at the start, < 0: crop
         end.append(pb + o - (full + a_t - p))
     extends = any(v > 0 for v in begin + end)
-    weights = b.const(node.inputs[1])
-    static = [d for d in node.inputs[0].shape if isinstance(d, int)]
-    empty = weights is None or np.size(weights) == 0 or 0 in static
+    weights = _prepackable_weights(b, node)
     # oneDNN's deconvolution has no primitive for output_padding >= stride (torch allows < max(stride, dilation))
     onednn_window = all(a < s for a, s in zip(output_padding, g.strides, strict=True))
-    if b.prepack and not empty and onednn_window and node.inputs[0].dtype == "float32":
-        y = _conv_transpose_prepacked(
-            b, node, x, None if extends else bias, np.asarray(weights), padding, output_padding
-        )
+    if weights is not None and onednn_window:
+        y = _conv_transpose_prepacked(b, node, x, None if extends else bias, weights, padding, output_padding)
     else:
         y = b.call(
             fn,

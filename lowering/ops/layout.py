@@ -290,12 +290,7 @@ def depth_to_space_nd(
         return y
     if d == 2 and strides[0] == strides[1]:
         return graph.op("DepthToSpace", y, blocksize=strides[0], mode=order, before=before)
-    if order == "DCR":  # (N, s..., M, Q...)
-        split = [0, *strides, channels, *rows]
-        perm = [0, d + 1] + [x for j in range(d) for x in (d + 2 + j, 1 + j)]
-    else:  # (N, M, s..., Q...)
-        split = [0, channels, *strides, *rows]
-        perm = [0, 1] + [x for j in range(d) for x in (2 + d + j, 2 + j)]
+    split, perm = _phase_split(0, strides, channels, rows, order)
     t = graph.op("Reshape", y, graph.const(np.asarray(split, np.int64), "phase_split"), before=before)
     t = graph.op("Transpose", t, perm=perm, before=before)
     merged = [0, channels, *(q * s for q, s in zip(rows, strides, strict=True))]
