@@ -3,7 +3,12 @@
 Every variant of a layer (strategy x backend x device, plus PyTorch's and onnxruntime's own
 ConvTranspose) is compiled first, checked once against the float64 reference, warmed up, and then
 timed in rounds: each round calls every variant once, in a shuffled order, so slow drifts of the
-machine (frequency, other load) hit all variants alike. Medians and spreads come from those rounds.
+machine (frequency, other load) hit all variants alike. Within a round the variants of one runtime
+run back to back, after one untimed settling call: a runtime called right after another one pays for
+the caches and thread pools the other left behind (measured: PyTorch's native ConvTranspose 0.94 ms
+alone, 1.24 ms shuffled among onnxruntime and NumPy calls; onnxruntime ~20% slower likewise), so each
+runtime is timed in the steady state it has when used on its own. Medians and spreads come from
+those rounds.
 Thread counts are fixed for every runtime and reported. Peak extra memory is the process's
 resident-set high-water mark above its level before the call (Linux `clear_refs`), measured on one
 call per variant before the timing starts.
@@ -320,6 +325,14 @@ def _quantiles(times: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def _runtime_groups(variants: list[Variant]) -> list[list[Variant]]:
+    """The variants split by the runtime that executes them (backend and device), in first-seen order."""
+    groups: dict[tuple[str, str], list[Variant]] = {}
+    for v in variants:
+        groups.setdefault((v.measurement.backend, v.measurement.device), []).append(v)
+    return list(groups.values())
+
+
 def measure_layer(
     name: str,
     spec: str,
@@ -384,14 +397,17 @@ def measure_layer(
     round_time = sum(single.values()) or 1e-6
     rounds = int(min(max_rounds, max(min_rounds, budget_s / round_time)))
     times: dict[int, list[float]] = {id(v): [] for v in live}
-    order = list(live)
+    groups = _runtime_groups(live)
     shuffler = random.Random(seed)
     for index in range(rounds):
         if progress and index % max(1, rounds // 10) == 0:
             progress(f"{name}: round {index + 1}/{rounds}")
-        shuffler.shuffle(order)
-        for v in order:
-            times[id(v)].append(v.timed())  # type: ignore[misc]
+        shuffler.shuffle(groups)
+        for group in groups:
+            shuffler.shuffle(group)
+            group[-1].call()  # type: ignore[misc]  # settle: the runtime's caches and threads, not the last one's
+            for v in group:
+                times[id(v)].append(v.timed())  # type: ignore[misc]
 
     for v in live:
         samples = times[id(v)]

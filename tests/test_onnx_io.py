@@ -696,8 +696,8 @@ def _interleave_graph() -> Graph:
 
 
 def _depth_to_space_nd_graph() -> Graph:
-    """The fused sub-pixel tail in 3-D and in 2-D (CRD, cropped; DCR uncropped): Reshape/Transpose or
-    DepthToSpace, then Slice."""
+    """The fused sub-pixel tail in 3-D with a block of 3 (CRD, cropped; Reshape/Transpose + Slice) and in
+    2-D (DCR uncropped: Split + Concat tree)."""
     g = Graph("depth_to_space_nd")
     x = g.add_input("x", ("N", 12, 4, 5, 3))
     g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 3, 2], mode="CRD", begins=[1, 2, 0], sizes=[6, 12, 5]))
@@ -706,9 +706,31 @@ def _depth_to_space_nd_graph() -> Graph:
     return g
 
 
+def _interleave_tree_graph() -> Graph:
+    """Strides <= 2 (3-D with a unit stride, and 1-D), cropped and not: the Concat-per-axis tree."""
+    g = Graph("interleave_tree")
+    x = g.add_input("x", ("N", 3, 4, 5, 3))
+    phases = [g.op("Mul", x, g.const(np.float32(k + 1), "scale")) for k in range(4)]
+    g.outputs.append(g.op("Interleave", *phases, strides=[2, 1, 2], sizes=[7, 5, 6], name="woven"))
+    flat = g.op("Reshape", x, g.const(np.asarray([0, 3, 60], np.int64), "flat"))
+    g.outputs.append(g.op("Interleave", flat, g.op("Add", flat, flat), strides=[2], name="woven_1d"))
+    return g
+
+
+def _depth_to_space_nd_tree_graph() -> Graph:
+    """Blocks <= 2: Split into phases + the Concat-per-axis tree (3-D CRD cropped, 3-D DCR with a unit block)."""
+    g = Graph("depth_to_space_nd_tree")
+    x = g.add_input("x", ("N", 8, 4, 5, 3))
+    g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 2, 2], mode="CRD", begins=[1, 0, 1], sizes=[6, 10, 4]))
+    g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 1, 2], mode="DCR", name="dcr"))
+    return g
+
+
 OWN_GRAPHS = {
     "depth-to-space-nd": (_depth_to_space_nd_graph, (2, 12, 4, 5, 3)),
+    "depth-to-space-nd-tree": (_depth_to_space_nd_tree_graph, (2, 8, 4, 5, 3)),
     "interleave": (_interleave_graph, (2, 3, 4, 5, 3)),
+    "interleave-tree": (_interleave_tree_graph, (2, 3, 4, 5, 3)),
     "flip": (_flip_graph, (2, 3, 4, 5)),
     "interior-pad": (_interior_pad_graph, (2, 3, 4, 5)),
     "im2col": (_im2col_graph, (2, 3, 6, 7)),
@@ -736,7 +758,7 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
     assert list(runtime) == [v.name for v in graph.outputs]
     for name, want in reference.items():
         assert runtime[name].shape == want.shape
-        if (kind == "chain" and name != graph.outputs[-1].name) or kind == "interleave":
+        if (kind == "chain" and name != graph.outputs[-1].name) or kind.startswith("interleave"):
             np.testing.assert_allclose(runtime[name], want, rtol=1e-5, atol=1e-5)  # a real convolution
         else:
             np.testing.assert_array_equal(runtime[name], want.astype(np.float32))  # pure data movement

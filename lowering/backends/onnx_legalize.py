@@ -1,14 +1,16 @@
 """Expand this project's own ops into standard ONNX ops, so every exported model runs anywhere.
 
-- DepthToSpaceND(x, s)   -> DepthToSpace (2-D, equal blocks) or Reshape + Transpose + Reshape, then
-                            Slice when it crops
+- DepthToSpaceND(x, s)   -> strides <= 2: Reshape + Split into phases + the interleave tree below;
+                            else DepthToSpace (2-D, equal blocks) or Reshape + Transpose + Reshape;
+                            then Slice when it crops
 - Flip(x, axes)          -> Slice with step -1 on those axes
 - InteriorPad(x, z)      -> Reshape (a size-1 axis after each spread axis) + Pad (z zeros on it)
                             + Reshape (merge) + Slice (drop the trailing zeros)
 - Im2Col(x, block)       -> depthwise Conv with one-hot kernels (output channel c·Πb + tap picks
                             tap `tap` of channel c) + Reshape to (N, C·Πb, L)
-- Interleave(phases, s)  -> Concat of the phases + DepthToSpace (DCR; Reshape, Transpose, Reshape
-                            outside 2-D with equal strides) + Slice to the output sizes
+- Interleave(phases, s)  -> strides <= 2, the interleave tree: per axis, innermost first, Reshape (a
+                            unit axis after it) + Concat on that axis + Reshape (merge); else Concat
+                            + DepthToSpace as above; then Slice to the output sizes
 - NearestUpsample(x, s)  -> depthwise ConvTranspose with all-ones s-kernels, stride s
 - SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (both exact: products by 1,
                             and each other's transpose, so a written model can be transposed again)
@@ -26,6 +28,10 @@ from ..ops.layout import depth_to_space_nd
 from .onnx_sparse import expand_sparse_matmul
 
 INT64_MIN = int(np.iinfo(np.int64).min)
+# Up to this stride per axis the phases are interleaved by Concats on unit axes (onnxruntime copies
+# those in parallel, whole inner blocks at a time); above it one DepthToSpace or Transpose, whose
+# single pass beat 8 element-wise Concats per axis (FCN x8: 0.65x vs 0.85x of the native kernel)
+CONCAT_INTERLEAVE_MAX_STRIDE = 2
 
 
 def _flip(graph: Graph, node: Node) -> Value:
@@ -115,14 +121,39 @@ def _sum_pool(graph: Graph, node: Node) -> Value:
     return graph.op("Conv", x, ones, group=channels, kernel_shape=kernel, strides=kernel, before=node)
 
 
+def _interleave_axis(graph: Graph, phases: list[Value], axis: int, before: Node) -> Value:
+    """Phases of equal shape, interleaved along `axis`: each gets a unit axis after `axis` (a Reshape,
+    no copy), one Concat along it, a Reshape merges them. Measured against Concat + DepthToSpace on the
+    suite's stride-2 per-phase layers: 1.1-1.6x faster in onnxruntime."""
+    shape = list(phases[0].shape)
+    fixed = [0, *shape[1:]]  # 0: the batch as it comes (it may be symbolic)
+    spread = graph.const(np.asarray([*fixed[: axis + 1], 1, *fixed[axis + 1 :]], np.int64), "phase_unit_axis")
+    units = [graph.op("Reshape", p, spread, before=before) for p in phases]
+    stacked = graph.op("Concat", *units, axis=axis + 1, before=before)
+    merged = [*fixed[:axis], shape[axis] * len(phases), *fixed[axis + 1 :]]
+    return graph.op("Reshape", stacked, graph.const(np.asarray(merged, np.int64), "phase_merged"), before=before)
+
+
+def _interleave_tree(graph: Graph, phases: list[Value], strides: list[int], before: Node) -> Value:
+    """Phases in row-major residue order, interleaved one axis at a time, innermost first."""
+    for axis in reversed(range(len(strides))):
+        s = strides[axis]
+        if s > 1:
+            phases = [_interleave_axis(graph, phases[i : i + s], 2 + axis, before) for i in range(0, len(phases), s)]
+    (y,) = phases
+    return y
+
+
 def _interleave(graph: Graph, node: Node) -> Value:
-    """Concat the phases, DepthToSpace (DCR) them in any rank, crop to `sizes`."""
+    """The interleave tree (strides <= CONCAT_INTERLEAVE_MAX_STRIDE) or Concat + DepthToSpace (DCR),
+    cropped to `sizes`. A single phase is the input itself."""
     strides = list(node.attr("strides"))
     channels, *rows = node.inputs[0].shape[1:]
-    stacked = node.inputs[0]
-    if len(node.inputs) > 1:
+    if max(strides) <= CONCAT_INTERLEAVE_MAX_STRIDE:
+        y = _interleave_tree(graph, list(node.inputs), strides, node)
+    else:
         stacked = graph.op("Concat", *node.inputs, axis=1, before=node)
-    y = depth_to_space_nd(graph, stacked, channels, strides, rows, "DCR", node)
+        y = depth_to_space_nd(graph, stacked, channels, strides, rows, "DCR", node)
     sizes = list(node.outputs[0].shape[2:])
     if sizes == [j * s for j, s in zip(rows, strides, strict=True)]:
         return y if y is not node.inputs[0] else graph.op("Identity", y, before=node)  # never rename an input
@@ -134,12 +165,32 @@ def _interleave(graph: Graph, node: Node) -> Value:
     return graph.op("Slice", y, starts, graph.const(sizes, "crop_ends", "int64"), axes, before=node)
 
 
+def _split_phases(graph: Graph, x: Value, channels: int, blocks: list[int], mode: str, before: Node) -> list[Value]:
+    """The Πs phases of a DepthToSpace input (DCR: phase-major channels, CRD: channel-major), as
+    (N, channels, Q...) tensors in row-major residue order: one Split on a phase axis."""
+    phases = math.prod(blocks)
+    fixed = [0, *x.shape[2:]]  # 0: the batch as it comes
+    grouped = [fixed[0], phases, channels, *fixed[1:]] if mode == "DCR" else [fixed[0], channels, phases, *fixed[1:]]
+    t = graph.op("Reshape", x, graph.const(np.asarray(grouped, np.int64), "phase_axis"), before=before)
+    axis = 1 if mode == "DCR" else 2
+    split = graph.const(np.ones(phases, np.int64), "phase_split")
+    pieces = graph.add_node("Split", [t, split], {"axis": axis}, outputs=phases, before=before).outputs
+    flat = graph.const(np.asarray([fixed[0], channels, *fixed[1:]], np.int64), "phase_shape")
+    return [graph.op("Reshape", piece, flat, before=before) for piece in pieces]
+
+
 def _depth_to_space_nd(graph: Graph, node: Node) -> Value:
-    """DepthToSpace (2-D, equal blocks) or Reshape + Transpose + Reshape, then the crop as a Slice."""
+    """Split into phases + the interleave tree (blocks <= CONCAT_INTERLEAVE_MAX_STRIDE; measured 1.1-1.4x
+    faster than DepthToSpace on the suite's k4 s2 layers) or DepthToSpace / Reshape + Transpose +
+    Reshape, then the crop as a Slice."""
     x = node.inputs[0]
     blocks = list(node.attr("blocks"))
     rows = list(x.shape[2:])
-    y = depth_to_space_nd(graph, x, node.outputs[0].shape[1], blocks, rows, node.attr("mode"), node)
+    channels, mode = node.outputs[0].shape[1], node.attr("mode")
+    if math.prod(blocks) > 1 and max(blocks) <= CONCAT_INTERLEAVE_MAX_STRIDE:
+        y = _interleave_tree(graph, _split_phases(graph, x, channels, blocks, mode, node), blocks, node)
+    else:
+        y = depth_to_space_nd(graph, x, channels, blocks, rows, mode, node)
     rank = len(blocks)
     begins = list(node.attr("begins") or [0] * rank)
     sizes = list(node.outputs[0].shape[2:])
