@@ -54,7 +54,7 @@ def ensure_bench_environment(args: argparse.Namespace) -> None:
         return
     env = dict(os.environ)
     missing = {k: v for k, v in BENCH_ENV.items() if env.get(k) != v}
-    unset = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if args.blas_native and k in env]
+    unset = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if getattr(args, "blas_native", False) and k in env]
     if not missing and not unset:
         return
     env.update(missing)

@@ -54,6 +54,10 @@ def _lower(args: argparse.Namespace) -> int:
     from .backends.onnx import to_onnx
 
     output = check_output_path(args.output, args.model)
+    if args.tune:  # its measurements need the same environment as `lowering bench` (set at process start)
+        from .cli_bench import ensure_bench_environment
+
+        ensure_bench_environment(args)
     graph = load_graph(args)
     before = len(graph.nodes_of("ConvTranspose"))
     lowered = lower(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import lowering
 from lowering.layers import parse_layer
@@ -51,3 +52,28 @@ def test_a_changed_lowering_invalidates_cached_timings(monkeypatch):
     assert json.loads(before)["versions"]["source"] == tuning.source_fingerprint()
     monkeypatch.setattr(tuning, "source_fingerprint", lambda: "edited")
     assert tuning.signature(graph, node, geometry, "onnx", "cpu") != before
+
+
+def test_lower_tune_restarts_in_the_bench_environment(tmp_path, monkeypatch):
+    """`lowering lower --tune` measures, so like `lowering bench` it restarts once with BENCH_ENV
+    (spinning OpenMP workers and page-faulting allocations skew what it would measure)."""
+    import os
+
+    from lowering.cli import main
+    from lowering.cli_bench import BENCH_ENV
+
+    for key in (*BENCH_ENV, "LOWERING_BENCH_ENV"):
+        monkeypatch.delenv(key, raising=False)
+    restarts: list[dict[str, str]] = []
+
+    def execve(path, argv, env):
+        restarts.append(env)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    out = tmp_path / "tuned.onnx"
+    with pytest.raises(SystemExit):
+        main(["lower", "--example", "dcgan", "--tune", "-o", str(out)])
+    (env,) = restarts
+    assert all(env[key] == value for key, value in BENCH_ENV.items()) and env["LOWERING_BENCH_ENV"] == "1"
+    assert not out.exists()  # nothing written before the restart
