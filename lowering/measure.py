@@ -2,13 +2,15 @@
 
 Every variant of a layer (strategy x backend x device, plus PyTorch's and onnxruntime's own
 ConvTranspose) is compiled first, checked once against the float64 reference, warmed up, and then
-timed in rounds: each round calls every variant once, in a shuffled order, so slow drifts of the
-machine (frequency, other load) hit all variants alike. Within a round the variants of one runtime
-run back to back, after one untimed settling call: a runtime called right after another one pays for
-the caches and thread pools the other left behind (measured: PyTorch's native ConvTranspose 0.94 ms
-alone, 1.24 ms shuffled among onnxruntime and NumPy calls; onnxruntime ~20% slower likewise), so each
-runtime is timed in the steady state it has when used on its own. Medians and spreads come from
-those rounds.
+timed in rounds: each round times every variant once, in a shuffled order, so slow drifts of the
+machine (frequency, other load) hit all variants alike. Each timed call directly follows an untimed
+call of the same variant, and the variants of one runtime run back to back: what is measured is the
+layer in its steady state (its weights and buffers in cache, its runtime's threads awake), the way a
+model runs it again and again, and not whatever the variant before it left behind. Measured here
+before this: onnxruntime's native DCGAN 2 kernel timed 0.37 ms among two other variants and 0.75 ms
+among seven (one of which streams a 28 ms sparse matrix through the cache); PyTorch's native 3-D
+decoder 0.94 ms alone and 1.24 ms shuffled among onnxruntime and NumPy calls. Medians and spreads
+come from those rounds.
 Thread counts are fixed for every runtime and reported. Peak extra memory is the process's
 resident-set high-water mark above its level before the call (Linux `clear_refs`), measured on one
 call per variant before the timing starts.
@@ -394,7 +396,7 @@ def measure_layer(
             calls += 1
             if time.perf_counter() - start > 10 * warmup_s and calls >= 1:
                 break
-    round_time = sum(single.values()) or 1e-6
+    round_time = 2 * sum(single.values()) or 1e-6  # every timed call has an untimed one before it
     rounds = int(min(max_rounds, max(min_rounds, budget_s / round_time)))
     times: dict[int, list[float]] = {id(v): [] for v in live}
     groups = _runtime_groups(live)
@@ -405,8 +407,8 @@ def measure_layer(
         shuffler.shuffle(groups)
         for group in groups:
             shuffler.shuffle(group)
-            group[-1].call()  # type: ignore[misc]  # settle: the runtime's caches and threads, not the last one's
             for v in group:
+                v.call()  # type: ignore[misc]  # the steady state: this variant's data, this runtime's threads
                 times[id(v)].append(v.timed())  # type: ignore[misc]
 
     for v in live:
