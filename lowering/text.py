@@ -9,7 +9,8 @@
 Print -> parse -> print is the identity. Constants with more than `elide_above` elements print as
 `elided<digest>`: the text then keeps their type and identity but not their data, like MLIR's
 elided resources, and evaluating such a parsed graph is refused. `print_graph(g, elide_above=None)`
-prints every element, and parsing that gives back the exact data.
+prints every element, and parsing that gives back the exact data, bit for bit (a NaN other than
+the default one prints as its raw bits in hex, `0x7FC00001`, as MLIR writes them).
 """
 
 from __future__ import annotations
@@ -48,8 +49,19 @@ def format_type(shape: Shape | None, dtype: str | None) -> str:
     return f"{head}[{','.join(_dim(d) for d in shape)}]"
 
 
+def _nan_bits(value: Any, dtype: np.dtype) -> int | None:
+    """The bit pattern of a NaN other than the dtype's default one (sign or payload set), else None."""
+    if not np.isnan(value):
+        return None
+    bits = int(np.array(value, dtype).view(f"u{dtype.itemsize}"))
+    return None if bits == int(np.array(np.nan, dtype).view(f"u{dtype.itemsize}")) else bits
+
+
 def _scalar(value: Any, dtype: np.dtype) -> str:
     if dtype.kind == "f":
+        bits = _nan_bits(value, dtype)
+        if bits is not None:  # as MLIR writes them: the raw bits in hex, so the payload survives
+            return f"0x{bits:0{2 * dtype.itemsize}X}"
         text = str(dtype.type(value))
         return text if any(c in text for c in ".eEn") else text + ".0"  # 'inf'/'nan' contain 'n'
     if dtype.kind == "b":
@@ -127,6 +139,7 @@ _TOKEN = re.compile(
   | (?P<value>%(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
   | (?P<at>@(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
   | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<hex>0x[0-9A-Fa-f]+\b)
   | (?P<number>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|-inf\b|-nan\b)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<punct>->|::|[()\[\]{},=:<>*?])
@@ -226,7 +239,7 @@ def _parse_elements(tokens: _Tokens) -> list[str]:
     items: list[str] = []
     while not tokens.accept("]"):
         kind, text, _ = tokens.next()
-        if kind not in ("number", "ident"):
+        if kind not in ("number", "ident", "hex"):
             tokens.index -= 1
             raise tokens.error("expected a number")
         items.append(text)
@@ -237,6 +250,10 @@ def _parse_elements(tokens: _Tokens) -> list[str]:
 
 
 def _to_array(items: list[str], shape: Shape, dtype: str, tokens: _Tokens) -> np.ndarray:
+    patterns = {i: int(t, 16) for i, t in enumerate(items) if t.startswith("0x")}  # floats' raw bits
+    if patterns and not dtypes.is_float(dtype):
+        raise tokens.error_before(f"a hex bit pattern ({items[next(iter(patterns))]}) is only for float tensors")
+    items = ["0" if i in patterns else t for i, t in enumerate(items)]
     try:
         flat = np.array(items, dtype=np.float64 if dtypes.is_float(dtype) else np.int64)
     except (ValueError, OverflowError) as error:
@@ -250,6 +267,12 @@ def _to_array(items: list[str], shape: Shape, dtype: str, tokens: _Tokens) -> np
         raise tokens.error_before(f"tensor of shape {list(shape)} needs {size} elements, got {flat.size}")
     if dtypes.is_float(dtype):
         flat = np.array(items, dtype=dtype)  # parse at the target precision: exact round trip
+        width = flat.dtype.itemsize
+        bits = flat.view(f"u{width}")
+        for index, pattern in patterns.items():
+            if pattern >= 1 << (8 * width):
+                raise tokens.error_before(f"bit pattern {hex(pattern)} is wider than {dtype} ({8 * width} bits)")
+            bits[index] = pattern
     return flat.astype(dtype).reshape(shape)
 
 

@@ -109,14 +109,9 @@ def _bits(array: np.ndarray) -> np.ndarray:
 
 
 def assert_same_data(got: np.ndarray, want: np.ndarray) -> None:
-    """Bitwise equal, except that any NaN matches any NaN (the text form writes every NaN as nan)."""
+    """Bitwise equal: -0.0 is not 0.0, and every NaN keeps its sign and payload."""
     assert got.dtype == want.dtype and got.shape == want.shape
-    if want.dtype.kind == "f":
-        nan = np.isnan(want)
-        np.testing.assert_array_equal(np.isnan(got), nan)
-        np.testing.assert_array_equal(_bits(got)[~nan], _bits(want)[~nan])
-    else:
-        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
 # ----------------------------------------------------------------- round trips
@@ -200,6 +195,26 @@ def test_negative_zero_and_specials_print_as_expected():
     graph = Graph("specials")
     graph.outputs.append(graph.add_initializer("c", np.array([-0.0, np.inf, -np.inf, np.nan, 1.0], np.float32)))
     assert "dense<[-0.0, inf, -inf, nan, 1.0]>" in str(graph)
+
+
+def test_nans_with_a_sign_or_payload_print_as_hex_bits_and_parse_back():
+    bits = np.array([0x7FC00000, 0xFFC00000, 0x7FC00001, 0x7F800001], np.uint32)  # nan, -nan, payloads
+    graph = Graph("nans")
+    graph.outputs.append(graph.add_initializer("c", bits.view(np.float32)))
+    text = str(graph)
+    assert "dense<[nan, 0xFFC00000, 0x7FC00001, 0x7F800001]>" in text
+    np.testing.assert_array_equal(parse_ir(text).initializers["c"].const.view(np.uint32), bits)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "element", "message"),
+    [("f32", "0x7FC000011", "wider than float32"), ("i32", "0x7FC00001", "only for float tensors")],
+)
+def test_bad_hex_elements_are_refused(dtype, element, message):
+    text = f"graph @g() {{\n  %c: {dtype}[1] = initializer dense<[{element}]>\n  return %c\n}}\n"
+    with pytest.raises(ParseError, match=message) as info:
+        parse_ir(text)
+    assert one_line(str(info.value))
 
 
 def test_opaque_op_of_another_domain_round_trips():
