@@ -3,14 +3,14 @@
 Every variant of a layer (strategy x backend x device, plus PyTorch's and onnxruntime's own
 ConvTranspose) is compiled first, checked once against the float64 reference, warmed up, and then
 timed in rounds: each round times every variant once, in a shuffled order, so slow drifts of the
-machine (frequency, other load) hit all variants alike. Each timed call directly follows an untimed
-call of the same variant, and the variants of one runtime run back to back: what is measured is the
-layer in its steady state (its weights and buffers in cache, its runtime's threads awake), the way a
-model runs it again and again, and not whatever the variant before it left behind. Measured here
-before this: onnxruntime's native DCGAN 2 kernel timed 0.37 ms among two other variants and 0.75 ms
-among seven (one of which streams a 28 ms sparse matrix through the cache); PyTorch's native 3-D
-decoder 0.94 ms alone and 1.24 ms shuffled among onnxruntime and NumPy calls. Medians and spreads
-come from those rounds.
+machine (frequency, other load) hit all variants alike. Every variant gets an equal share of the
+time budget, so fast variants keep being timed in later rounds after slow ones have their minimum
+(before, one 30 ms variant left every layer with only 3-5 samples per variant). Each timed call
+directly follows an untimed call of the same variant, and the variants of one runtime run back to
+back: what is measured is the layer in its steady state (its weights and buffers in cache, its
+runtime's threads awake), the way a model runs it again and again, and not whatever the variant
+before it left behind (PyTorch's native 3-D decoder timed 0.94 ms alone and 1.24 ms shuffled among
+onnxruntime and NumPy calls). Medians and spreads come from those rounds.
 Thread counts are fixed for every runtime and reported. Peak extra memory is the process's
 resident-set high-water mark above its level before the call (Linux `clear_refs`), measured on one
 call per variant before the timing starts.
@@ -335,6 +335,17 @@ def _runtime_groups(variants: list[Variant]) -> list[list[Variant]]:
     return list(groups.values())
 
 
+def _samples_wanted(
+    variants: list[Variant], single: dict[int, float], budget_s: float, min_rounds: int, max_rounds: int
+) -> dict[int, int]:
+    """Timed calls per variant: each gets an equal share of the budget (a timed call and its untimed one
+    both count), at least `min_rounds`, at most `max_rounds`. A slow variant (a 30 ms sparse matrix) no
+    longer holds the fast ones of the same layer to a handful of samples; once a variant has its
+    samples it drops out of the later rounds."""
+    share = budget_s / max(1, len(variants))
+    return {id(v): int(min(max_rounds, max(min_rounds, share / (2 * max(single[id(v)], 1e-7))))) for v in variants}
+
+
 def measure_layer(
     name: str,
     spec: str,
@@ -396,8 +407,8 @@ def measure_layer(
             calls += 1
             if time.perf_counter() - start > 10 * warmup_s and calls >= 1:
                 break
-    round_time = 2 * sum(single.values()) or 1e-6  # every timed call has an untimed one before it
-    rounds = int(min(max_rounds, max(min_rounds, budget_s / round_time)))
+    wanted = _samples_wanted(live, single, budget_s, min_rounds, max_rounds)
+    rounds = max(wanted.values(), default=0)
     times: dict[int, list[float]] = {id(v): [] for v in live}
     groups = _runtime_groups(live)
     shuffler = random.Random(seed)
@@ -408,8 +419,9 @@ def measure_layer(
         for group in groups:
             shuffler.shuffle(group)
             for v in group:
-                v.call()  # type: ignore[misc]  # the steady state: this variant's data, this runtime's threads
-                times[id(v)].append(v.timed())  # type: ignore[misc]
+                if index < wanted[id(v)]:
+                    v.call()  # type: ignore[misc]  # the steady state: this variant's data, this runtime's threads
+                    times[id(v)].append(v.timed())  # type: ignore[misc]
 
     for v in live:
         samples = times[id(v)]
