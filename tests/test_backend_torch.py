@@ -817,6 +817,7 @@ def load_module(path):
         ("vocoder", "zero-insertion"),
         ("unet_decoder", "subpixel"),
         ("unet_decoder", "matrix"),
+        ("dcgan", "subpixel-fused"),  # DepthToSpaceND's per-phase copies: a cached plan, helper calling helper
     ],
 )
 def test_write_torch_module(tmp_path, name: str, strategy: str | None) -> None:

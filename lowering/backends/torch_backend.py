@@ -17,6 +17,7 @@ torch is imported on first use, like every backend's runtime: importing this mod
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import itertools
@@ -93,6 +94,40 @@ def depth_to_space_crd(x, block):
     return depth_to_space_nd(x, [block, block], "CRD", [0, 0], [x.shape[2] * block, x.shape[3] * block])
 
 
+@functools.lru_cache(maxsize=256)
+def phase_copy_plan(shape, stride, blocks, mode, begins, sizes):
+    """Per phase of a DepthToSpaceND input of this shape and these strides: the (sizes, strides, offset)
+    of the rows it reads and of the cropped output positions it writes. Worked out once per layout, so
+    that a call makes two views and one copy per phase (building them by slicing cost ~30 operator
+    calls per run, a quarter of a 0.2 ms layer)."""
+    n, c = shape[0], shape[1]
+    d = len(blocks)
+    channels = c // math.prod(blocks)
+    inner = [math.prod(blocks[a + 1 :]) for a in range(d)]  # phase axis a's step in the flat phase index
+    if mode == "DCR":  # channel = phase · M + m
+        channel_step, phase_steps = stride[1], [stride[1] * channels * k for k in inner]
+    else:  # CRD: channel = m · Πs + phase
+        channel_step, phase_steps = stride[1] * math.prod(blocks), [stride[1] * k for k in inner]
+    out_steps = [math.prod(sizes[a + 1 :]) for a in range(d)]
+    out_head = [channels * math.prod(sizes), math.prod(sizes)]
+    plan = []
+    for residue in itertools.product(*(range(s) for s in blocks)):
+        counts, read_offset, write_offset = [], 0, 0
+        for a, (r, s, b, o) in enumerate(zip(residue, blocks, begins, sizes, strict=True)):
+            first = max(0, -(-(b - r) // s))  # the first row q with q·s + r >= begin
+            start = first * s + r - b
+            counts.append(len(range(start, o, s)))
+            read_offset += r * phase_steps[a] + first * stride[2 + a]
+            write_offset += start * out_steps[a]
+        if 0 in counts:
+            continue
+        size = (n, channels, *counts)
+        source = (size, (stride[0], channel_step, *stride[2:]), read_offset)
+        target = (size, (*out_head, *(s * k for s, k in zip(blocks, out_steps, strict=True))), write_offset)
+        plan.append((source, target))
+    return tuple(plan)
+
+
 def depth_to_space_nd(x, blocks, mode, begins, sizes):
     """DepthToSpaceND: channel phase r of row q to output position q·s + r − begin, every spatial axis.
 
@@ -104,26 +139,21 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
     n, c, *rows = x.shape
     d = len(blocks)
     channels = c // math.prod(blocks)
+    small = n * channels * math.prod(sizes) < (1 << 18)  # PLAIN_OUTPUT_MIN_ELEMENTS
+    if max(blocks) <= 2 and (x.is_contiguous() or small):
+        out = x.new_empty((n, channels, *sizes))
+        base = x.storage_offset()
+        for source, target in phase_copy_plan(
+            tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes)
+        ):
+            out.as_strided(*target).copy_(x.as_strided(source[0], source[1], base + source[2]))
+        return out
     if mode == "DCR":  # (N, s..., M, Q...)
         grid = x.view(n, *blocks, channels, *rows)
         phase_axes, channel_axis, row_axes = list(range(1, d + 1)), d + 1, list(range(d + 2, 2 * d + 2))
     else:  # (N, M, s..., Q...)
         grid = x.view(n, channels, *blocks, *rows)
         phase_axes, channel_axis, row_axes = list(range(2, d + 2)), 1, list(range(d + 2, 2 * d + 2))
-    small = n * channels * math.prod(sizes) < (1 << 18)  # PLAIN_OUTPUT_MIN_ELEMENTS
-    if max(blocks) <= 2 and (x.is_contiguous() or small):
-        out = x.new_empty((n, channels, *sizes))
-        for residue in itertools.product(*(range(s) for s in blocks)):
-            index = [slice(None)] * grid.dim()
-            target = [slice(None), slice(None)]
-            for axis, r, s, b, o in zip(range(d), residue, blocks, begins, sizes, strict=True):
-                first = max(0, -(-(b - r) // s))  # the first row q with q·s + r >= begin
-                start = first * s + r - b
-                index[phase_axes[axis]] = r
-                index[row_axes[axis]] = slice(first, first + len(range(start, o, s)))
-                target.append(slice(start, None, s))
-            out[tuple(target)] = grid[tuple(index)]
-        return out
     perm = [0, channel_axis] + [a for j in range(d) for a in (row_axes[j], phase_axes[j])]
     t = grid.permute(perm).reshape(n, channels, *(q * s for q, s in zip(rows, blocks, strict=True)))
     return t[(slice(None), slice(None), *(slice(b, b + o) for b, o in zip(begins, sizes, strict=True)))]
@@ -282,6 +312,7 @@ HELPERS: dict[str, Callable] = {
         pad_mode,
         depth_to_space_crd,
         depth_to_space_dcr,
+        phase_copy_plan,
         depth_to_space_nd,
         space_to_depth,
         col2im_nd,
@@ -1010,7 +1041,8 @@ def _helpers_used(objects: list[Any]) -> list[str]:
         name = stack.pop()
         if name not in needed:
             needed.add(name)
-            stack += [n for n in HELPERS[name].__code__.co_names if n in HELPERS]
+            code = getattr(HELPERS[name], "__wrapped__", HELPERS[name]).__code__  # through lru_cache
+            stack += [n for n in code.co_names if n in HELPERS]
     return [name for name in HELPERS if name in needed]
 
 
@@ -1043,6 +1075,7 @@ def torch_module_source(graph: Graph, gm: Any, buffers_file: str | None) -> str:
                 f"    outputs = model(*tensors)  # inputs {inputs}; returns a dict with {outputs}",
                 '"""',
                 "",
+                "import functools",
                 "import itertools",
                 "import math",
                 "from pathlib import Path",
