@@ -1,7 +1,8 @@
 """Measured choice for `auto --tune`: time each candidate lowering of one node, cache the winner.
 
 The node is cut out into a one-node graph (same shapes, attributes and weights), lowered by each
-candidate, compiled for the target backend and device, and timed in interleaved rounds. The
+candidate, compiled for the target backend and device in that backend's default configuration
+(PyTorch on CPU: weights prepacked for oneDNN), and timed in interleaved rounds. The
 decision is cached in a user file keyed by the layer's signature (geometry, element type, whether
 the weights are constants), the backend, the device, the library versions and a fingerprint of
 this project's own source (its lowerings and backends decide what is measured), so a layer is
