@@ -3,51 +3,54 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import lowering.measure as measure
 from lowering.layers import parse_layer
 from lowering.reference import evaluate
 
 
-def test_each_timed_call_follows_an_untimed_one_and_runtimes_run_back_to_back(monkeypatch):
+def measure_fakes(
+    monkeypatch, labels: list[str], call: Callable[[str], None], timed: Callable[[str], float], **options
+) -> dict[str, int]:
+    """Run `measure_layer` on variants that only call back (`call(label)` untimed, `timed(label)` for the
+    seconds of a timed call) and return each label's number of timed samples."""
     graph = parse_layer("N=1 C=2 M=2 in=3x3 k=3 s=2 p=1")
-    log: list[tuple[str, str]] = []
 
     def fake_variants(graph, inputs, strategies, backends, devices, threads, tune):
         expected = evaluate(graph, inputs)
-        variants = []
-        for strategy, backend in [
-            ("native", "torch"),
-            ("a", "torch"),
-            ("native", "onnx"),
-            ("a", "onnx"),
-            ("b", "numpy"),
-        ]:
-            m = measure.Measurement(strategy, backend, "cpu")
-            variants.append(
-                measure.Variant(
-                    m,
-                    call=lambda label=m.label: log.append(("call", label)),
-                    outputs=lambda: expected,
-                    timed=lambda label=m.label: log.append(("timed", label)) or 1e-3,
-                )
+        variants = [
+            measure.Variant(
+                measure.Measurement(*label.split("/"), "cpu"),
+                call=lambda label=label: call(label),
+                outputs=lambda: expected,
+                timed=lambda label=label: timed(label),
             )
+            for label in labels
+        ]
         return variants, {}, {}
 
     monkeypatch.setattr(measure, "build_variants", fake_variants)
+    backends = list(dict.fromkeys(label.split("/")[1] for label in labels))
     result = measure.measure_layer(
-        "toy",
-        "spec",
-        graph,
-        strategies=["a"],
-        backends=["torch", "onnx", "numpy"],
-        devices=["cpu"],
-        threads=1,
-        peak_gflops=1.0,
+        "toy", "spec", graph, strategies=[], backends=backends, devices=["cpu"], threads=1, peak_gflops=1.0, **options
+    )
+    assert all(m.status == "ok" for m in result.measurements)
+    return {m.label: m.runs for m in result.measurements}
+
+
+def test_each_timed_call_follows_an_untimed_one_and_runtimes_run_back_to_back(monkeypatch):
+    log: list[tuple[str, str]] = []
+    labels = ["native/torch", "a/torch", "native/onnx", "a/onnx", "b/numpy"]
+    runs = measure_fakes(
+        monkeypatch,
+        labels,
+        call=lambda label: log.append(("call", label)),
+        timed=lambda label: log.append(("timed", label)) or 1e-3,
         budget_s=0.0,
         min_rounds=7,
     )
-    assert all(m.runs == 7 and m.status == "ok" for m in result.measurements)
+    assert set(runs.values()) == {7}
     rounds = log[next(i for i, e in enumerate(log) if e[0] == "timed") - 1 :]
     assert sum(kind == "timed" for kind, _ in rounds) == 7 * 5
     for previous, (kind, label) in itertools.pairwise(rounds):
@@ -60,46 +63,17 @@ def test_each_timed_call_follows_an_untimed_one_and_runtimes_run_back_to_back(mo
 
 def test_each_variant_gets_an_equal_share_of_the_budget(monkeypatch):
     """A slow variant no longer limits a fast one of the same layer to a handful of samples."""
-    graph = parse_layer("N=1 C=2 M=2 in=3x3 k=3 s=2 p=1")
     clock = {"now": 0.0}
     cost = {"fast/torch": 2**-10, "slow/torch": 2**-4}  # exact in binary: no rounding at the edges
-
-    def fake_variants(graph, inputs, strategies, backends, devices, threads, tune):
-        expected = evaluate(graph, inputs)
-        variants = []
-        for label in cost:
-            strategy, backend = label.split("/")
-
-            def call(label=label):
-                clock["now"] += cost[label]
-
-            variants.append(
-                measure.Variant(
-                    measure.Measurement(strategy, backend, "cpu"),
-                    call=call,
-                    outputs=lambda: expected,
-                    timed=lambda label=label: cost[label],
-                )
-            )
-        return variants, {}, {}
-
-    monkeypatch.setattr(measure, "build_variants", fake_variants)
     monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
-    result = measure.measure_layer(
-        "toy",
-        "spec",
-        graph,
-        strategies=["fast", "slow"],
-        backends=["torch"],
-        devices=["cpu"],
-        threads=1,
-        peak_gflops=1.0,
+    runs = measure_fakes(
+        monkeypatch,
+        list(cost),
+        call=lambda label: clock.__setitem__("now", clock["now"] + cost[label]),
+        timed=lambda label: cost[label],
         budget_s=400 * 2**-10,
         min_rounds=3,
         max_rounds=150,
     )
-    runs = {m.label: m.runs for m in result.measurements}
-    assert runs == {
-        "fast/torch": 100,
-        "slow/torch": 3,
-    }  # half the budget each: 100 x (1 + 1) fast calls; the slow one its minimum
+    # half the budget each: 100 x (1 + 1) fast calls; the slow one its minimum
+    assert runs == {"fast/torch": 100, "slow/torch": 3}
