@@ -600,7 +600,7 @@ def test_adjoint_of_a_written_matrix_lowering() -> None:
     x = g.add_input("x", (2, 3, 4, 3))
     w = g.const(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w")
     g.outputs.append(g.op("ConvTranspose", x, w, strides=[2, 1], pads=[1, 1, 0, 1]))
-    written = legalize_for_onnx(lowering.lower(g, "matrix", sparse="yes"))
+    written = legalize_for_onnx(lowering.lower(g, "matrix", sparse="yes"), 18)
     assert written.nodes_of("ScatterND") and written.nodes_of("Gather")
     check_adjoint(written)
 

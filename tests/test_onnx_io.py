@@ -687,7 +687,8 @@ def _zero_insertion_graph() -> Graph:
 
 
 def _interleave_graph() -> Graph:
-    """Per-phase results of a 3-D layer with unequal strides, cropped: Concat + Reshape/Transpose + Slice."""
+    """Per-phase results of a 3-D layer with unequal strides, cropped (below opset 18: Concat +
+    Reshape/Transpose + Slice)."""
     g = Graph("interleave")
     x = g.add_input("x", ("N", 3, 4, 5, 3))
     phases = [g.op("Mul", x, g.const(np.float32(k + 1), "scale")) for k in range(2 * 3 * 1)]
@@ -696,8 +697,8 @@ def _interleave_graph() -> Graph:
 
 
 def _depth_to_space_nd_graph() -> Graph:
-    """The fused sub-pixel tail in 3-D with a block of 3 (CRD, cropped; Reshape/Transpose + Slice) and in
-    2-D (DCR uncropped: Split + Concat tree)."""
+    """The fused sub-pixel tail in 3-D with a block of 3 (CRD, cropped; below opset 18 Reshape/Transpose +
+    Slice) and in 2-D (DCR uncropped: Split + Concat tree)."""
     g = Graph("depth_to_space_nd")
     x = g.add_input("x", ("N", 12, 4, 5, 3))
     g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 3, 2], mode="CRD", begins=[1, 2, 0], sizes=[6, 12, 5]))
@@ -707,7 +708,8 @@ def _depth_to_space_nd_graph() -> Graph:
 
 
 def _interleave_tree_graph() -> Graph:
-    """Strides <= 2 (3-D with a unit stride, and 1-D), cropped and not: the Concat-per-axis tree."""
+    """Strides <= 2 (3-D with a unit stride, and 1-D), cropped and not (below opset 18: the Concat-per-axis
+    tree)."""
     g = Graph("interleave_tree")
     x = g.add_input("x", ("N", 3, 4, 5, 3))
     phases = [g.op("Mul", x, g.const(np.float32(k + 1), "scale")) for k in range(4)]
@@ -718,7 +720,8 @@ def _interleave_tree_graph() -> Graph:
 
 
 def _depth_to_space_nd_tree_graph() -> Graph:
-    """Blocks <= 2: Split into phases + the Concat-per-axis tree (3-D CRD cropped, 3-D DCR with a unit block)."""
+    """Blocks <= 2 (below opset 18: Split into phases + the Concat-per-axis tree): 3-D CRD cropped, 3-D DCR
+    with a unit block."""
     g = Graph("depth_to_space_nd_tree")
     x = g.add_input("x", ("N", 8, 4, 5, 3))
     g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 2, 2], mode="CRD", begins=[1, 0, 1], sizes=[6, 10, 4]))
@@ -762,6 +765,20 @@ def test_project_ops_written_as_standard_onnx(kind, opset):
             np.testing.assert_allclose(runtime[name], want, rtol=1e-5, atol=1e-5)  # a real convolution
         else:
             np.testing.assert_array_equal(runtime[name], want.astype(np.float32))  # pure data movement
+
+
+@pytest.mark.parametrize(
+    ("kind", "col2ims"),
+    [("depth-to-space-nd", 1), ("depth-to-space-nd-tree", 1), ("interleave", 1), ("interleave-tree", 2)],
+)
+def test_phase_interleaves_are_one_col2im_from_opset_18(kind, col2ims):
+    """From opset 18 every CRD DepthToSpaceND and every Interleave of several phases is written as one
+    Col2Im (the DCR ones keep their older form); below it, only ops older runtimes have. The values
+    are checked at both opsets by test_project_ops_written_as_standard_onnx."""
+    graph = OWN_GRAPHS[kind][0]()
+    ops = [n.op_type for n in to_onnx(graph, opset=18).graph.node]
+    assert ops.count("Col2Im") == col2ims and "DepthToSpace" not in ops[: ops.index("Col2Im")]
+    assert "Col2Im" not in [n.op_type for n in to_onnx(graph, opset=17).graph.node]
 
 
 def test_single_phase_interleave_keeps_the_graph_input_name():

@@ -192,7 +192,7 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     from .onnx_legalize import legalize_for_onnx
 
     target = _choose_opset(graph, opset)
-    graph = legalize_for_onnx(graph)
+    graph = legalize_for_onnx(graph, target)
     writer = _Writer(graph, target)
     meta = graph.meta
     listed = [graph.initializers[n] for n in meta.get("initializer_inputs", []) if n in graph.initializers]
