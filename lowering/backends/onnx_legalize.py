@@ -147,30 +147,35 @@ def _interleave_tree(graph: Graph, phases: list[Value], strides: list[int], befo
     return y
 
 
-def _interleave_col2im(graph: Graph, node: Node) -> Value:
-    """Interleave as one Concat of the phases, channel-major ((N, M, phases, ΠQ): Col2Im's column order),
-    and one Col2Im whose non-overlapping blocks are the phases; the crop to `sizes` is its end padding."""
-    strides = list(node.attr("strides"))
-    channels, *rows = node.inputs[0].shape[1:]
-    sizes = list(node.outputs[0].shape[2:])
-    unit = graph.const(np.asarray([0, channels, 1, math.prod(rows)], np.int64), "phase_column")
-    stacked = graph.op("Concat", *(graph.op("Reshape", p, unit, before=node) for p in node.inputs), axis=2, before=node)
-    columns = graph.op(
-        "Reshape",
-        stacked,
-        graph.const(np.asarray([0, channels * len(node.inputs), math.prod(rows)], np.int64), "phase_columns"),
-        before=node,
-    )
-    ends = [q * s - o for q, s, o in zip(rows, strides, sizes, strict=True)]
+def _fold_phases(
+    graph: Graph, phases: Value, channels: int, axes: tuple[list[int], list[int], list[int], list[int]], before: Node
+) -> Value:
+    """Phases held channel-major (channel m·Πs + phase: Col2Im's column (m, tap)) folded by one Col2Im
+    whose blocks are the phases: they do not overlap (stride = block), and the crop is Col2Im's
+    padding, so one pass writes the output in its final shape. `axes`: per spatial axis the rows Q,
+    blocks s, crop begins and output sizes."""
+    rows, blocks, begins, sizes = axes
+    ends = [q * s - b - o for q, s, b, o in zip(rows, blocks, begins, sizes, strict=True)]
+    shape = graph.const(np.asarray([0, channels * math.prod(blocks), math.prod(rows)], np.int64), "phase_columns")
     return graph.op(
         "Col2Im",
-        columns,
+        graph.op("Reshape", phases, shape, before=before),
         graph.const(np.asarray(sizes, np.int64), "image_shape"),
-        graph.const(np.asarray(strides, np.int64), "phase_block"),
-        before=node,
-        strides=strides,
-        pads=[0] * len(strides) + ends,
+        graph.const(np.asarray(blocks, np.int64), "phase_block"),
+        before=before,
+        strides=blocks,
+        pads=begins + ends,
     )
+
+
+def _interleave_col2im(graph: Graph, node: Node) -> Value:
+    """Interleave as one Concat of the phases, channel-major ((N, M, phases, ΠQ)), folded by Col2Im."""
+    strides = list(node.attr("strides"))
+    channels, *rows = node.inputs[0].shape[1:]
+    unit = graph.const(np.asarray([0, channels, 1, math.prod(rows)], np.int64), "phase_column")
+    stacked = graph.op("Concat", *(graph.op("Reshape", p, unit, before=node) for p in node.inputs), axis=2, before=node)
+    sizes = list(node.outputs[0].shape[2:])
+    return _fold_phases(graph, stacked, channels, (rows, strides, [0] * len(strides), sizes), node)
 
 
 def _interleave(graph: Graph, node: Node) -> Value:
@@ -209,28 +214,12 @@ def _split_phases(graph: Graph, x: Value, channels: int, blocks: list[int], mode
 
 
 def _depth_to_space_col2im(graph: Graph, node: Node) -> Value:
-    """DepthToSpaceND in CRD order as one Col2Im whose blocks are the phases: channel m·Πs + phase is
-    Col2Im's column (m, tap), the blocks do not overlap (stride = block), and the crop is Col2Im's
-    padding, so one pass writes the output in its final shape."""
+    """DepthToSpaceND in CRD order (its channels are already Col2Im's columns), folded by Col2Im."""
     x = node.inputs[0]
     blocks = list(node.attr("blocks"))
-    rows = list(x.shape[2:])
-    rank = len(blocks)
-    begins = list(node.attr("begins") or [0] * rank)
-    sizes = list(node.outputs[0].shape[2:])
-    ends = [q * s - b - o for q, s, b, o in zip(rows, blocks, begins, sizes, strict=True)]
-    columns = graph.op(
-        "Reshape", x, graph.const(np.asarray([0, x.shape[1], math.prod(rows)], np.int64), "phase_columns"), before=node
-    )
-    return graph.op(
-        "Col2Im",
-        columns,
-        graph.const(np.asarray(sizes, np.int64), "image_shape"),
-        graph.const(np.asarray(blocks, np.int64), "phase_block"),
-        before=node,
-        strides=blocks,
-        pads=begins + ends,
-    )
+    begins = list(node.attr("begins") or [0] * len(blocks))
+    axes = (list(x.shape[2:]), blocks, begins, list(node.outputs[0].shape[2:]))
+    return _fold_phases(graph, x, node.outputs[0].shape[1], axes, node)
 
 
 def _depth_to_space_nd(graph: Graph, node: Node) -> Value:
