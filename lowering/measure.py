@@ -271,6 +271,13 @@ def _timed_call(compiled, inputs: dict[str, np.ndarray]) -> tuple[Callable[[], o
     return (lambda: compiled.run(inputs)), lambda: compiled(inputs)
 
 
+def ready_variant(compiled, inputs: dict[str, np.ndarray], measurement: Measurement) -> Variant:
+    """A compiled graph as a variant ready to time: its cheapest call with the inputs in place, a
+    checked call for its outputs, and its timer."""
+    call, outputs = _timed_call(compiled, inputs)
+    return Variant(measurement, call, outputs, _timer(compiled, call))
+
+
 def build_variants(
     graph: Graph,
     inputs: dict[str, np.ndarray],
@@ -315,8 +322,7 @@ def build_variants(
                 m.status = f"declined: {error}"
                 variants.append(Variant(m, None))
                 continue
-            call, outputs = _timed_call(compiled, inputs)
-            variants.append(Variant(m, call, outputs, _timer(compiled, call)))
+            variants.append(ready_variant(compiled, inputs, m))
     return variants, auto_choice, static_choice
 
 
@@ -344,6 +350,50 @@ def _samples_wanted(
     samples it drops out of the later rounds."""
     share = budget_s / max(1, len(variants))
     return {id(v): int(min(max_rounds, max(min_rounds, share / (2 * max(single[id(v)], 1e-7))))) for v in variants}
+
+
+def time_steady_state(
+    live: list[Variant],
+    *,
+    budget_s: float,
+    min_rounds: int = 3,
+    max_rounds: int = 200,
+    warmup_s: float = 0.2,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[int, list[float]]:
+    """Seconds of each variant's timed calls (keyed by id), by the protocol in this module's docstring:
+    a warm-up that also estimates each call, an equal share of `budget_s` per variant, shuffled rounds
+    with the variants of one runtime back to back, each timed call right after an untimed one of the
+    same variant. `lowering bench` and `auto --tune` both measure this way, so a tuned pick is what
+    the bench would have found best."""
+    single: dict[int, float] = {}
+    for v in live:  # warm-up, and a first estimate of each call's time
+        start = time.perf_counter()
+        calls = 0
+        while calls < 3 or time.perf_counter() - start < warmup_s:
+            t0 = time.perf_counter()
+            v.call()  # type: ignore[misc]
+            single[id(v)] = time.perf_counter() - t0
+            calls += 1
+            if time.perf_counter() - start > 10 * warmup_s and calls >= 1:
+                break
+    wanted = _samples_wanted(live, single, budget_s, min_rounds, max_rounds)
+    rounds = max(wanted.values(), default=0)
+    times: dict[int, list[float]] = {id(v): [] for v in live}
+    groups = _runtime_groups(live)
+    shuffler = random.Random(seed)
+    for index in range(rounds):
+        if progress and index % max(1, rounds // 10) == 0:
+            progress(f"round {index + 1}/{rounds}")
+        shuffler.shuffle(groups)
+        for group in groups:
+            shuffler.shuffle(group)
+            for v in group:
+                if index < wanted[id(v)]:
+                    v.call()  # type: ignore[misc]  # the steady state: this variant's data, this runtime's threads
+                    times[id(v)].append(v.timed())  # type: ignore[misc]
+    return times
 
 
 def measure_layer(
@@ -396,32 +446,15 @@ def measure_layer(
             v.measurement.status = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
     live = [v for v in live if v.measurement.status == "ok"]
 
-    single: dict[int, float] = {}
-    for v in live:  # warm-up, and a first estimate of each call's time
-        start = time.perf_counter()
-        calls = 0
-        while calls < 3 or time.perf_counter() - start < warmup_s:
-            t0 = time.perf_counter()
-            v.call()  # type: ignore[misc]
-            single[id(v)] = time.perf_counter() - t0
-            calls += 1
-            if time.perf_counter() - start > 10 * warmup_s and calls >= 1:
-                break
-    wanted = _samples_wanted(live, single, budget_s, min_rounds, max_rounds)
-    rounds = max(wanted.values(), default=0)
-    times: dict[int, list[float]] = {id(v): [] for v in live}
-    groups = _runtime_groups(live)
-    shuffler = random.Random(seed)
-    for index in range(rounds):
-        if progress and index % max(1, rounds // 10) == 0:
-            progress(f"{name}: round {index + 1}/{rounds}")
-        shuffler.shuffle(groups)
-        for group in groups:
-            shuffler.shuffle(group)
-            for v in group:
-                if index < wanted[id(v)]:
-                    v.call()  # type: ignore[misc]  # the steady state: this variant's data, this runtime's threads
-                    times[id(v)].append(v.timed())  # type: ignore[misc]
+    times = time_steady_state(
+        live,
+        budget_s=budget_s,
+        min_rounds=min_rounds,
+        max_rounds=max_rounds,
+        warmup_s=warmup_s,
+        seed=seed,
+        progress=(lambda text: progress(f"{name}: {text}")) if progress else None,
+    )
 
     for v in live:
         samples = times[id(v)]

@@ -2,7 +2,8 @@
 
 The node is cut out into a one-node graph (same shapes, attributes and weights), lowered by each
 candidate, compiled for the target backend and device in that backend's default configuration
-(PyTorch on CPU: weights prepacked for oneDNN), and timed in interleaved rounds. The
+(PyTorch on CPU: weights prepacked for oneDNN), and timed as `lowering bench` times
+(`lowering.measure.time_steady_state`: steady-state calls, equal shares of the budget). The
 decision is cached in a user file keyed by the layer's signature (geometry, element type, whether
 the weights are constants), the backend, the device, the library versions and a fingerprint of
 this project's own source (its lowerings and backends decide what is measured), so a layer is
@@ -16,7 +17,6 @@ import hashlib
 import json
 import os
 import statistics
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -122,28 +122,20 @@ def measure(
     """Median seconds per call of each candidate lowering of `node` on `backend`/`device`."""
     from lowering.api import lower
     from lowering.compile import compile
+    from lowering.measure import Measurement, ready_variant, time_steady_state
 
     single, feeds = single_node_graph(graph, node)
-    calls = {}
+    variants = {}
     for name, strategy in candidates.items():
         try:
             pipeline = f"canonicalize,{strategy.name},fold-constants,dce"
             lowered = lower(single, pipeline=pipeline, **_options(strategy))
-            fn = compile(lowered, backend, device)
+            compiled = compile(lowered, backend, device)
         except LoweringError:
             continue
-        fn(feeds)  # warm-up
-        calls[name] = fn
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    deadline = time.perf_counter() + seconds
-    rounds = 0
-    while rounds < 3 or (time.perf_counter() < deadline and rounds < 100):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn(feeds)
-            times[name].append(time.perf_counter() - start)
-        rounds += 1
-    return {name: statistics.median(samples) for name, samples in times.items()}
+        variants[name] = ready_variant(compiled, feeds, Measurement(name, backend, device))
+    times = time_steady_state(list(variants.values()), budget_s=seconds, min_rounds=3, max_rounds=100)
+    return {name: statistics.median(times[id(v)]) for name, v in variants.items()}
 
 
 def _options(strategy: LoweringStrategy) -> dict:
