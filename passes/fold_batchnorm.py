@@ -41,14 +41,19 @@ def batchnorm_scale_shift(graph: Graph, bn: Node) -> tuple[np.ndarray, np.ndarra
 
 
 def scale_output_channels(op: str, weight: np.ndarray, scale: np.ndarray, group: int) -> np.ndarray:
-    """The weight of `op` with every output channel m multiplied by scale[m] (float64)."""
-    w = np.asarray(weight, dtype=np.float64)
+    """The weight of `op` with every output channel m multiplied by scale[m], in the weight's dtype: each
+    product is computed in float64 and rounded once, in NumPy's buffered chunks rather than through a
+    float64 copy of the whole weight (that copy was a third of `auto`'s lowering time on DCGAN)."""
+    w = np.asarray(weight)
     spatial = (1,) * (w.ndim - 2)
+    out = np.empty_like(w)
     if op == "Conv":  # (M, C/g, k...): output channel m is row m
-        return w * scale.reshape(-1, 1, *spatial)
+        return np.multiply(w, scale.reshape(-1, 1, *spatial), out=out, casting="same_kind")
     channels_in, per_group = w.shape[:2]  # (C, M/g, k...): output channel G·M/g + j is column j of group G
     grouped = w.reshape(group, channels_in // group, per_group, *w.shape[2:])
-    return (grouped * scale.reshape(group, 1, per_group, *spatial)).reshape(w.shape)
+    factors = scale.reshape(group, 1, per_group, *spatial)
+    np.multiply(grouped, factors, out=out.reshape(grouped.shape), casting="same_kind")
+    return out
 
 
 def _why_not(graph: Graph, bn: Node) -> str | None:
@@ -89,7 +94,7 @@ def fold(graph: Graph, bn: Node) -> None:
     weight = np.asarray(graph.constant_value(conv.inputs[1]))
     bias_value = conv.input(2)
     bias = np.zeros(scale.shape) if bias_value is None else np.asarray(graph.constant_value(bias_value), np.float64)
-    folded_w = scale_output_channels(conv.op, weight, scale, conv.attr("group")).astype(weight.dtype)
+    folded_w = scale_output_channels(conv.op, weight, scale, conv.attr("group"))
     bias_dtype = weight.dtype if bias_value is None else bias_value.dtype
     folded_b = (scale * bias.reshape(-1) + shift).astype(bias_dtype)
     base = conv.name or conv.outputs[0].name
