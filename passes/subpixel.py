@@ -35,6 +35,7 @@ import numpy as np
 from lowering.errors import LoweringError
 from lowering.geometry import ConvTransposeGeometry
 from lowering.ir import Graph, Node, Value
+from lowering.ops.tensor import INT64_MIN
 
 from .strategy import (
     Cost,
@@ -183,18 +184,19 @@ class SubpixelLowering(LoweringStrategy):
 
     @staticmethod
     def _sub_kernel(graph: Graph, w: Value, axes: list[AxisPhases], phase: tuple[int, ...], node: Node) -> Value:
-        """W restricted to the taps of canvas phase `phase`, flipped: (C, M/g, n...) in correlation order."""
+        """W restricted to the taps of canvas phase `phase`, flipped: (C, M/g, n...) in correlation order.
+        One Slice walking the taps backwards (negative steps; the end past index 0 is INT64_MIN, as ONNX
+        spells "through the first"): a Slice then a Flip copied the weight twice when folded."""
         taps = [a.taps[r] for a, r in zip(axes, phase, strict=True)]
-        t = graph.op(
+        return graph.op(
             "Slice",
             w,
-            graph.const(ints(tp[0] for tp in taps), "tap_starts"),
-            graph.const(ints(tp[-1] + 1 for tp in taps), "tap_ends"),
+            graph.const(ints(tp[-1] for tp in taps), "tap_starts"),
+            graph.const(ints(tp[0] - 1 if tp[0] > 0 else INT64_MIN for tp in taps), "tap_ends"),
             graph.const(ints(range(2, 2 + len(axes))), "tap_axes"),
-            graph.const(ints(a.tap_step for a in axes), "tap_steps"),
+            graph.const(ints(-a.tap_step for a in axes), "tap_steps"),
             before=node,
         )
-        return graph.op("Flip", t, axes=list(range(2, 2 + len(axes))), before=node)
 
     def _per_phase(self, graph: Graph, node: Node, g: ConvTransposeGeometry, axes: list[AxisPhases]) -> Value:
         x, w, b = node.inputs[0], node.inputs[1], node.input(2)

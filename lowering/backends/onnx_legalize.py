@@ -28,9 +28,9 @@ import numpy as np
 
 from ..ir import Graph, Node, Value
 from ..ops.layout import depth_to_space_nd
+from ..ops.tensor import INT64_MIN
 from .onnx_sparse import expand_sparse_matmul
 
-INT64_MIN = int(np.iinfo(np.int64).min)
 # Up to this stride per axis the phases are interleaved by Concats on unit axes (onnxruntime copies
 # those in parallel, whole inner blocks at a time); above it one DepthToSpace or Transpose, whose
 # single pass beat 8 element-wise Concats per axis (FCN x8: 0.65x vs 0.85x of the native kernel)

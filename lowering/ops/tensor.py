@@ -75,6 +75,8 @@ def _(node: Node, x: np.ndarray) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- Pad
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
+# a Slice end that, with a negative step, runs through index 0 whatever the axis size (ONNX clamps it)
+INT64_MIN = int(np.iinfo(np.int64).min)
 
 pad = define(
     "Pad",
