@@ -976,27 +976,28 @@ def test_conv_into_depth_to_space_nd_picks_its_output_layout(x_shape, blocks, gr
 
 
 @pytest.mark.parametrize(
-    ("shape", "blocks", "mode", "begins", "sizes", "one_view"),
+    ("shape", "blocks", "mode", "begins", "sizes", "copies"),
     [
-        ((1, 64, 5, 5), [2, 2], "CRD", [1, 1], [8, 8], True),  # small, 64 channels a position: one view
-        ((2, 84, 5, 5), [2, 2], "CRD", [1, 1], [8, 8], True),  # small, 84 channels a position: per phase
-        ((1, 256, 9, 9, 9), [2, 2, 2], "CRD", [1, 1, 1], [16, 16, 16], True),
-        ((1, 64, 9, 9), [2, 2], "DCR", [0, 1], [18, 16], True),
-        ((1, 64, 9, 9), [2, 2], "CRD", [1, 1], [15, 16], False),  # an odd size: not whole blocks
-        ((1, 64, 9, 9), [4, 4], "CRD", [2, 2], [32, 32], False),  # phases 2, 3, 0, 1: the order wraps
-        ((1, 576, 5, 5), [3, 3], "DCR", [0, 0], [15, 15], True),  # begin 0: the order never wraps
-        ((1, 64, 7), [4], "CRD", [0], [28], True),
+        ((1, 64, 5, 5), [2, 2], "CRD", [1, 1], [8, 8], 1),  # small, 64 channels a position: one view
+        ((2, 84, 5, 5), [2, 2], "CRD", [1, 1], [8, 8], 1),  # small, 84 channels a position: per phase
+        ((1, 256, 9, 9, 9), [2, 2, 2], "CRD", [1, 1, 1], [16, 16, 16], 1),
+        ((1, 64, 9, 9), [2, 2], "DCR", [0, 1], [18, 16], 1),
+        ((1, 64, 9, 9), [2, 2], "CRD", [1, 1], [15, 16], None),  # an odd size: not whole blocks
+        ((1, 64, 9, 9), [4, 4], "CRD", [2, 2], [32, 32], 4),  # phases 2, 3 | 0, 1: two runs an axis
+        ((1, 576, 5, 5), [3, 3], "DCR", [0, 0], [15, 15], 1),  # begin 0: the order never wraps
+        ((1, 64, 7), [4], "CRD", [0], [28], 1),
+        ((2, 64, 9), [8], "CRD", [4], [64], 2),  # the vocoder's and FCN x8's crop: half a block
     ],
 )
 def test_depth_to_space_nd_copy_patterns_from_channels_last_equal_the_reference(
-    shape, blocks, mode, begins, sizes, one_view
+    shape, blocks, mode, begins, sizes, copies
 ) -> None:
-    """The torch helper on a channels-last input (what a prepacked Conv leaves): one interleaving view
-    where the phase order steps evenly, per-phase copies or the permuting copy elsewhere; each equals
-    the reference DepthToSpaceND, on plain input too."""
+    """The torch helper on a channels-last input (what a prepacked Conv leaves): at most 2^rank strided
+    copies where the output is whole blocks, per-phase copies or the permuting copy elsewhere; each
+    equals the reference DepthToSpaceND, on plain input too."""
     import torch
 
-    from lowering.backends.torch_backend import depth_to_space_nd, interleaved_view
+    from lowering.backends.torch_backend import depth_to_space_nd, interleave_runs
     from lowering.reference import evaluate
 
     x = np.random.default_rng(5).standard_normal(shape).astype("float32")
@@ -1006,8 +1007,8 @@ def test_depth_to_space_nd_copy_patterns_from_channels_last_equal_the_reference(
     want = evaluate(graph, {"x": x})[graph.outputs[0].name]
     rank = len(shape) - 2
     channels_last = torch.from_numpy(np.moveaxis(x, 1, -1).copy()).movedim(-1, 1)
-    view = interleaved_view(shape, channels_last.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
-    assert (view is not None) == one_view
+    plan = interleave_runs(shape, channels_last.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
+    assert (None if plan is None else len(plan)) == copies
     for tensor in (channels_last, torch.from_numpy(x)):
         got = depth_to_space_nd(tensor, blocks, mode, begins, sizes)
         assert got.shape == (shape[0], shape[1] // int(np.prod(blocks)), *sizes) and rank == len(sizes)

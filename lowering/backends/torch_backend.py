@@ -134,26 +134,41 @@ def phase_copy_plan(shape, stride, blocks, mode, begins, sizes):
 
 
 @functools.lru_cache(maxsize=256)
-def interleaved_view(shape, stride, blocks, mode, begins, sizes):
-    """One (sizes, strides, offset) view of a DepthToSpaceND input that reads the whole cropped output in
-    its own order, (N, M, rows_0, phase_0, rows_1, phase_1, ...), so that one copy writes every phase; or
-    None where no single view does. Along an axis, output position j·s + p reads phase (p + begin) mod s
-    at row j + (p + begin) div s: a view needs that read offset to step evenly and forwards in p (always
-    true for s = 2 on channels-last memory, where a row step exceeds every phase step) and the output
-    to be whole blocks."""
+def interleave_runs(shape, stride, blocks, mode, begins, sizes):
+    """The strided copies that place a DepthToSpaceND input into its cropped output, or None where the
+    output is not a whole number of blocks. Along an axis, output position j·s + p reads phase
+    (p + begin) mod s at row j + (p + begin) div s: one run of p where that read steps evenly and
+    forwards (always for s = 2 on channels-last memory, where a row step exceeds every phase step),
+    else two runs split where the phase wraps, each stepping by the phase step. Each copy, one run per
+    axis, is (sizes, source steps, source offset, target steps, target offset) over (N, M, rows_0,
+    run_0, rows_1, run_1, ...): at most 2^rank copies, each one strided view to another."""
     n, c = shape[0], shape[1]
     channels = c // math.prod(blocks)
     channel_step, phase_steps = phase_steps_of(stride[1], blocks, mode, channels)
-    size, steps, offset = [n, channels], [stride[0], channel_step], 0
+    per_axis = []
     for a, (s, b, o) in enumerate(zip(blocks, begins, sizes, strict=True)):
+        if o % s or (o - 1 + b) // s >= shape[2 + a]:
+            return None
         reads = [((p + b) % s) * phase_steps[a] + ((p + b) // s) * stride[2 + a] for p in range(s)]
         gaps = {later - earlier for earlier, later in itertools.pairwise(reads)} or {0}
-        if o % s or len(gaps) != 1 or min(gaps) < 0 or (o - 1 + b) // s >= shape[2 + a]:
-            return None
-        size += [o // s, s]
-        steps += [stride[2 + a], gaps.pop()]
-        offset += reads[0]
-    return tuple(size), tuple(steps), offset
+        if len(gaps) == 1 and min(gaps) >= 0:
+            per_axis.append([(0, s, gaps.pop(), reads[0])])
+        else:  # the phase wraps at p = s − begin mod s
+            wrap = s - b % s
+            per_axis.append([(0, wrap, phase_steps[a], reads[0]), (wrap, s, phase_steps[a], reads[wrap])])
+    inner = [math.prod(sizes[a + 1 :]) for a in range(len(blocks))]
+    copies = []
+    for runs in itertools.product(*per_axis):
+        size, source, target = [n, channels], [stride[0], channel_step], [channels * math.prod(sizes), math.prod(sizes)]
+        source_offset, target_offset = 0, 0
+        for a, (first, end, step, read) in enumerate(runs):
+            size += [sizes[a] // blocks[a], end - first]
+            source += [stride[2 + a], step]
+            target += [blocks[a] * inner[a], inner[a]]
+            source_offset += read
+            target_offset += first * inner[a]
+        copies.append((tuple(size), tuple(source), source_offset, tuple(target), target_offset))
+    return tuple(copies)
 
 
 def depth_to_space_nd(x, blocks, mode, begins, sizes):
@@ -161,23 +176,31 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
 
     Three copy patterns, by the layout the producer left and the size (measured on the suite's fused
     sub-pixel layers):
-    - channels-last result: one copy through `interleaved_view`, where there is one; 1.3-1.7x faster than
-      the others on DCGAN 4, the depthwise layer, super-resolution and the 3-D decoder. On a small result
-      only where a position's channels span a multiple of 64 elements: there the per-phase reads, a
-      power-of-two step apart, collide in the cache; elsewhere (FCN x2's 84) they are up to 1.5x faster.
+    - `interleave_runs` (at most 2^rank strided copies): from a channels-last result with blocks <= 2
+      (one copy; 1.3-1.7x faster than the others on DCGAN 4, the depthwise layer, super-resolution and
+      the 3-D decoder; on a small result only where a position's channels span a multiple of 64
+      elements: there the per-phase reads, a power-of-two step apart, collide in the cache, elsewhere
+      (FCN x2's 84) they are up to 1.5x faster), and from a plain result with larger blocks (FCN x8
+      b8: 0.85x the time of the permuting copy and crop).
     - blocks <= 2, plain (N, C, Q...) memory or a small channels-last result: one strided copy per phase
       straight into the cropped output (whole rows read from plain memory).
-    - otherwise: split the channels in place, one permuting copy, then crop.
+    - otherwise (a channels-last result with larger blocks, where runs were 1.2x slower on FCN x8 b8,
+      or an output that is not whole blocks): split the channels in place, one permuting copy, then
+      crop.
     """
     n, c, *rows = x.shape
     d = len(blocks)
     channels = c // math.prod(blocks)
     small = n * channels * math.prod(sizes) < (1 << 18)  # (inline: the standalone module copies helpers only)
-    if not x.is_contiguous() and (not small or x.stride(-1) % 64 == 0):
-        view = interleaved_view(tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
-        if view is not None:
+    big_blocks = max(blocks) > 2
+    channels_last_fits = not big_blocks and (not small or x.stride(-1) % 64 == 0)
+    if big_blocks if x.is_contiguous() else channels_last_fits:
+        copies = interleave_runs(tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
+        if copies is not None:
             out = x.new_empty((n, channels, *sizes))
-            out.view(view[0]).copy_(x.as_strided(view[0], view[1], x.storage_offset() + view[2]))
+            base = x.storage_offset()
+            for size, source, source_offset, target, target_offset in copies:
+                out.as_strided(size, target, target_offset).copy_(x.as_strided(size, source, base + source_offset))
             return out
     if max(blocks) <= 2 and (x.is_contiguous() or small):
         out = x.new_empty((n, channels, *sizes))
@@ -353,7 +376,7 @@ HELPERS: dict[str, Callable] = {
         depth_to_space_dcr,
         phase_steps_of,
         phase_copy_plan,
-        interleaved_view,
+        interleave_runs,
         depth_to_space_nd,
         space_to_depth,
         col2im_nd,
@@ -507,14 +530,14 @@ PLAIN_PHASE_MIN_ELEMENTS = 1 << 16
 
 def _feeds_row_copies(node: Node) -> bool:
     """Whether a Conv's result is better left in plain memory: an ungrouped Conv whose one consumer is a
-    DepthToSpaceND with blocks <= 2 (per-phase row copies) of at least PLAIN_PHASE_MIN_ELEMENTS output
-    elements per phase. Measured on the suite's fused sub-pixel layers: 0.9-0.95x the time of
-    channels-last + one interleaving copy there (U-Net, DCGAN 3-4 at batch 8, super-resolution, the 3-D
-    decoder at batch 8); with smaller phase copies (the 3-D decoder at batch 1: eight of 2^15) and
-    grouped (depthwise) convolutions oneDNN's plain-output primitive is the slower one (up to 2x), on
-    8x8 blocks the strided writes are."""
+    DepthToSpaceND (per-phase row copies, or `interleave_runs` for blocks > 2) of at least
+    PLAIN_PHASE_MIN_ELEMENTS output elements per phase. Measured on the suite's fused sub-pixel layers:
+    0.8-0.95x the time of channels-last + its interleaving copy there (U-Net, DCGAN 3-4 at batch 8,
+    super-resolution, the 3-D decoder at batch 8, the vocoder, FCN x8 at batch 8); with smaller phase
+    copies (the 3-D decoder at batch 1: eight of 2^15; FCN x8 at batch 1) and grouped (depthwise)
+    convolutions oneDNN's plain-output primitive is the slower one (up to 2x)."""
     uses = node.outputs[0].uses
-    if len(uses) != 1 or uses[0][0].op != "DepthToSpaceND" or max(uses[0][0].attr("blocks")) > 2:
+    if len(uses) != 1 or uses[0][0].op != "DepthToSpaceND":
         return False
     if node_geometry(node).group != 1:  # grouped (depthwise): the plain-output primitive is 1.2-2x slower
         return False
