@@ -781,6 +781,28 @@ def test_phase_interleaves_are_one_col2im_from_opset_18(kind, col2ims):
     assert "Col2Im" not in [n.op_type for n in to_onnx(graph, opset=17).graph.node]
 
 
+@pytest.mark.parametrize(("dtype", "sizes"), [("float64", [8, 10]), ("int64", [8, 10]), ("float32", [0, 10])])
+def test_col2im_forms_only_where_onnxruntime_has_them(dtype, sizes):
+    """onnxruntime's Col2Im is float-only and refuses an empty image: other element types and empty
+    outputs keep the older form at opset 18, and run."""
+    g = Graph("d2s")
+    x = g.add_input("x", (2, 8, 4, 5), dtype)
+    g.outputs.append(g.op("DepthToSpaceND", x, blocks=[2, 2], mode="CRD", begins=[0, 0], sizes=sizes))
+    model = to_onnx(g, opset=18)
+    assert "Col2Im" not in [n.op_type for n in model.graph.node]
+    data = (np.arange(2 * 8 * 4 * 5).reshape(2, 8, 4, 5) % 7).astype(dtype)
+    got = ort_run(model, {"x": data})
+    np.testing.assert_array_equal(got[g.outputs[0].name], evaluate(g, {"x": data})[g.outputs[0].name])
+
+
+def test_big_endian_constants_are_written_little_endian():
+    g = Graph("be")
+    x = g.add_input("x", (4,), "float32")
+    g.outputs.append(g.op("Add", x, g.const(np.arange(4, dtype=">f4"), "c")))
+    (tensor,) = to_onnx(g).graph.initializer
+    np.testing.assert_array_equal(numpy_helper.to_array(tensor), np.arange(4, dtype=np.float32))
+
+
 def test_single_phase_interleave_keeps_the_graph_input_name():
     """Strides 1, nothing cropped: the expansion is an Identity, never a renamed graph input."""
     g = Graph("one_phase")

@@ -196,7 +196,7 @@ def _write_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> 
         return
     tensor = graph.initializer.add()
     tensor.name = name
-    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype.newbyteorder("="))
     tensor.dims.extend(array.shape)
     tensor.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 

@@ -1,4 +1,5 @@
-"""Expand this project's own ops into standard ONNX ops, so every exported model runs anywhere.
+"""Expand this project's own ops into standard ONNX ops of the target opset, so an exported model runs
+on any runtime of that opset.
 
 - DepthToSpaceND(x, s)   -> opset >= 18, CRD: Reshape to columns + one Col2Im (blocks = strides = s,
                             the crop as its padding); else strides <= 2: Reshape + Split into phases
@@ -13,10 +14,14 @@
                             strides <= 2, the interleave tree: per axis, innermost first, Reshape (a
                             unit axis after it) + Concat on that axis + Reshape (merge); else Concat
                             + DepthToSpace as above; then Slice to the output sizes
-Below opset 18 (`--opset 17`) a written model uses only ops every ONNX runtime has had for years.
 - NearestUpsample(x, s)  -> depthwise ConvTranspose with all-ones s-kernels, stride s
 - SumPool(x, k)          -> depthwise Conv with all-ones k-kernels, stride k (both exact: products by 1,
                             and each other's transpose, so a written model can be transposed again)
+
+The Col2Im forms are taken for float32 and float16 (onnxruntime's Col2Im is float-only) and non-empty
+outputs; Col2Im adds each phase into a zeroed output, so a −0.0 element comes out as +0.0 (every other
+value, NaN and Inf included, passes unchanged). Below opset 18 (`--opset 17`) a written model uses
+only ops every ONNX runtime has had for years.
 """
 
 from __future__ import annotations
@@ -303,13 +308,20 @@ WORKAROUNDS: dict[str, tuple[Callable[[Graph, Node], bool], Callable[[Graph, Nod
 # measured on the suite's sub-pixel layers in onnxruntime it beat the Concat tree / DepthToSpace on
 # every fused layer (U-Net b8 1.03-1.28x -> 0.88-0.90x of the native kernel, DCGAN 2-5 by 0.05-0.15x)
 # and on all but the two stride-8 per-phase layers, where the two tie within noise.
+def _col2im_fits(node: Node) -> bool:
+    """A float32/float16 result with no empty axis: onnxruntime's Col2Im exists for float types only and
+    refuses an image size of 0."""
+    y = node.outputs[0]
+    return y.dtype in ("float32", "float16") and all(d != 0 for d in y.shape)
+
+
 NEWER_FORMS: dict[str, tuple[int, Callable[[Graph, Node], bool], Callable[[Graph, Node], Value]]] = {
     "DepthToSpaceND": (
         18,
-        lambda graph, node: node.attr("mode") == "CRD" and math.prod(node.attr("blocks")) > 1,
+        lambda graph, node: node.attr("mode") == "CRD" and math.prod(node.attr("blocks")) > 1 and _col2im_fits(node),
         _depth_to_space_col2im,
     ),
-    "Interleave": (18, lambda graph, node: len(node.inputs) > 1, _interleave_col2im),
+    "Interleave": (18, lambda graph, node: len(node.inputs) > 1 and _col2im_fits(node), _interleave_col2im),
 }
 
 

@@ -8,9 +8,9 @@ outputs keyed by the graph's output names. `ConvTranspose` runs torch's native
 
 Operands that decide shapes (pads, slice bounds, target shapes, split sizes) are read at build
 time and never become tensors. Calls that need more than one torch op go through the module-level
-helpers below; each uses only `torch`, `F`, `itertools` and its arguments, so `write_torch_module`
-copies their source into a standalone file. float16 graphs compute in float32 (cast at the inputs
-and outputs); float32 and float64 graphs compute in their own type.
+helpers below; each uses only `torch`, `F`, `itertools`, `math`, `functools`, other helpers and its
+arguments, so `write_torch_module` copies their source into a standalone file. float16 graphs compute
+in float32 (cast at the inputs and outputs); float32 and float64 graphs compute in their own type.
 
 torch is imported on first use, like every backend's runtime: importing this module is cheap.
 """
@@ -541,9 +541,12 @@ def _feeds_row_copies(node: Node) -> bool:
         return False
     if node_geometry(node).group != 1:  # grouped (depthwise): the plain-output primitive is 1.2-2x slower
         return False
+    blocks = uses[0][0].attr("blocks")
     shape = uses[0][0].outputs[0].shape
+    if max(blocks) > 2 and any(not isinstance(o, int) or o % s for o, s in zip(shape[2:], blocks, strict=True)):
+        return False  # not whole blocks: the permuting copy, measured from channels-last only
     elements = math.prod(d if isinstance(d, int) else 1 for d in shape)
-    return elements >= PLAIN_PHASE_MIN_ELEMENTS * math.prod(uses[0][0].attr("blocks"))
+    return elements >= PLAIN_PHASE_MIN_ELEMENTS * math.prod(blocks)
 
 
 def _conv_prepacked(b: _Builder, node: Node, x: Any, weights: np.ndarray, padding: list[int]) -> Any:

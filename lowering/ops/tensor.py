@@ -75,8 +75,6 @@ def _(node: Node, x: np.ndarray) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- Pad
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
-# a Slice end that, with a negative step, runs through index 0 whatever the axis size (ONNX clamps it)
-INT64_MIN = int(np.iinfo(np.int64).min)
 
 pad = define(
     "Pad",
@@ -145,6 +143,9 @@ def _(node: Node, data, pads, constant_value=None, axes=None) -> list[np.ndarray
 
 
 # --------------------------------------------------------------------------- Slice
+
+# a Slice end that, with a negative step, runs through index 0 whatever the axis size (ONNX clamps it)
+INT64_MIN = int(np.iinfo(np.int64).min)
 
 slice_op = define(
     "Slice",
