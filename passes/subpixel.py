@@ -250,10 +250,15 @@ class SubpixelLowering(LoweringStrategy):
         x, w, b = node.inputs[0], node.inputs[1], node.input(2)
         fused = [a.fused_size for a in axes]
         phases = total(a.stride for a in axes)
+        # in/out channels swapped first, on whole kernels (runs of Πk elements to move, not of ΠF)
+        w = swap_group_channels(
+            graph, w, g.group, g.in_channels_per_group, g.out_channels_per_group, g.kernel, node
+        )  # (M, C/g, k...)
+        per_group = g.in_channels_per_group
         blocks = []
         for phase in itertools.product(*(range(a.stride) for a in axes)):
             if any(not a.taps[r] for a, r in zip(axes, phase, strict=True)):
-                zeros = np.zeros((g.in_channels, g.out_channels_per_group, 1, *fused), dtype=x.dtype)
+                zeros = np.zeros((g.out_channels, 1, per_group, *fused), dtype=x.dtype)
                 blocks.append(graph.const(zeros, "phase_zeros"))
                 continue
             t = self._sub_kernel(graph, w, axes, phase, node)
@@ -265,14 +270,11 @@ class SubpixelLowering(LoweringStrategy):
             pads = ints([0, 0, *front, 0, 0, *back])
             if pads.any():
                 t = graph.op("Pad", t, graph.const(pads, "phase_pads"), before=node)
-            shape = [g.in_channels, g.out_channels_per_group, 1, *fused]
+            shape = [g.out_channels, 1, per_group, *fused]
             blocks.append(graph.op("Reshape", t, graph.const(ints(shape), "phase_block"), before=node))
-        stacked = blocks[0] if phases == 1 else graph.op("Concat", *blocks, axis=2, before=node)  # (C, Mg, Πs, F...)
-        stacked = graph.op(
-            "Reshape", stacked, graph.const(ints([g.in_channels, -1, *fused]), "phase_major"), before=node
-        )
-        kernel = swap_group_channels(
-            graph, stacked, g.group, g.in_channels_per_group, g.out_channels_per_group * phases, fused, node
+        stacked = blocks[0] if phases == 1 else graph.op("Concat", *blocks, axis=1, before=node)  # (M, Πs, C/g, F...)
+        kernel = graph.op(
+            "Reshape", stacked, graph.const(ints([-1, per_group, *fused]), "phase_major"), before=node
         )  # (M·Πs, C/g, F...): output channel m·Πs + phase
         bias = None
         if b is not None:
