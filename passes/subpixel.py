@@ -184,7 +184,8 @@ class SubpixelLowering(LoweringStrategy):
 
     @staticmethod
     def _sub_kernel(graph: Graph, w: Value, axes: list[AxisPhases], phase: tuple[int, ...], node: Node) -> Value:
-        """W restricted to the taps of canvas phase `phase`, flipped: (C, M/g, n...) in correlation order.
+        """W restricted to the taps of canvas phase `phase` on its spatial axes (2...), flipped into
+        correlation order; the channel axes are kept as they are ((C, M/g) or, swapped, (M, C/g)).
         One Slice walking the taps backwards (negative steps; the end past index 0 is INT64_MIN, as ONNX
         spells "through the first"): a Slice then a Flip copied the weight twice when folded."""
         taps = [a.taps[r] for a, r in zip(axes, phase, strict=True)]

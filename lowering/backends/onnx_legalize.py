@@ -303,11 +303,6 @@ WORKAROUNDS: dict[str, tuple[Callable[[Graph, Node], bool], Callable[[Graph, Nod
 }
 
 
-# op -> (lowest opset, does the form fit this node, the expansion used instead of EXPANSIONS[op] at
-# that opset and above). The phase interleave as one Col2Im (opset 18) writes the output in one pass;
-# measured on the suite's sub-pixel layers in onnxruntime it beat the Concat tree / DepthToSpace on
-# every fused layer (U-Net b8 1.03-1.28x -> 0.88-0.90x of the native kernel, DCGAN 2-5 by 0.05-0.15x)
-# and on all but the two stride-8 per-phase layers, where the two tie within noise.
 def _col2im_fits(node: Node) -> bool:
     """A float32/float16 result with no empty axis: onnxruntime's Col2Im exists for float types only and
     refuses an image size of 0."""
@@ -315,6 +310,11 @@ def _col2im_fits(node: Node) -> bool:
     return y.dtype in ("float32", "float16") and all(d != 0 for d in y.shape)
 
 
+# op -> (lowest opset, does the form fit this node, the expansion used instead of EXPANSIONS[op] at
+# that opset and above). The phase interleave as one Col2Im (opset 18) writes the output in one pass;
+# measured on the suite's sub-pixel layers in onnxruntime it beat the Concat tree / DepthToSpace on
+# every fused layer (U-Net b8 1.03-1.28x -> 0.88-0.90x of the native kernel, DCGAN 2-5 by 0.05-0.15x)
+# and on all but the two stride-8 per-phase layers, where the two tie within noise.
 NEWER_FORMS: dict[str, tuple[int, Callable[[Graph, Node], bool], Callable[[Graph, Node], Value]]] = {
     "DepthToSpaceND": (
         18,
@@ -343,8 +343,9 @@ def legalize_for_onnx(graph: Graph, opset: int) -> Graph:
     if not any(_rewrite_for(graph, n, opset) for n in graph.nodes):
         return graph
     graph = graph.copy()
-    for node in [n for n in graph.nodes if _rewrite_for(graph, n, opset)]:
-        replacement = _rewrite_for(graph, node, opset)(graph, node)  # type: ignore[misc]
+    rewrites = [(n, rewrite) for n in graph.nodes if (rewrite := _rewrite_for(graph, n, opset))]
+    for node, rewrite in rewrites:
+        replacement = rewrite(graph, node)
         graph.replace_all_uses_with(node.outputs[0], replacement)
         operands = [v for v in node.inputs if v is not None and v.is_initializer]
         graph.remove_node(node)

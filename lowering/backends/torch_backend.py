@@ -202,7 +202,7 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
             for size, source, source_offset, target, target_offset in copies:
                 out.as_strided(size, target, target_offset).copy_(x.as_strided(size, source, base + source_offset))
             return out
-    if max(blocks) <= 2 and (x.is_contiguous() or small):
+    if not big_blocks and (x.is_contiguous() or small):
         out = x.new_empty((n, channels, *sizes))
         base = x.storage_offset()
         for source, target in phase_copy_plan(
