@@ -1036,3 +1036,44 @@ def test_prepacking_is_only_for_constant_float32_weights_on_the_cpu() -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_phase_convolutions_share_one_channels_last_input_and_crop_instead_of_padding() -> None:
+    """Asymmetric pads whose wider side keeps the first output on the stride grid run padded
+    symmetrically and cropped (no F.pad copy), and the convolutions reading one input convert it to
+    channels-last once; off the grid, with too many extra outputs, negative pads or 1-D each keeps
+    its F.pad. Every output equals the reference."""
+    from lowering.backends.torch_backend import prepacking_available
+
+    if not prepacking_available():
+        pytest.skip("this torch build has no oneDNN")
+    rng = np.random.default_rng(6)
+    cases = {  # name: (pads, strides, padded with F.pad)
+        "phase-right": ([0, 0, 0, 1], [1, 1], False),
+        "phase-left": ([1, 1, 0, 0], [1, 1], False),
+        "strided-on-grid": ([2, 0, 0, 0], [2, 1], False),
+        "strided-off-grid": ([0, 0, 1, 0], [2, 1], True),
+        "strided-wider-begin": ([1, 0, 0, 0], [2, 1], False),
+        "too-many-extra": ([0, 0, 4, 4], [1, 1], True),
+        "negative": ([-1, 0, 1, 0], [1, 1], True),
+    }
+    for name, (pads, strides, padded) in cases.items():
+        graph = Graph(name)
+        x = graph.add_input("x", (2, 8, 9, 10), "float32")
+        outs = []
+        for index in range(2):
+            w = graph.const(rng.standard_normal((5, 8, 2, 3)).astype("float32"), f"w{index}")
+            outs.append(graph.op("Conv", x, w, pads=pads, strides=strides))
+        for index, y in enumerate(outs):
+            graph.rename(y, f"y{index}")
+            graph.outputs.append(y)
+        source = lowering.compile(graph, backend="torch").source
+        assert ("pad(" in source) == padded, name
+        assert source.count("memory_format = torch.channels_last") == (0 if padded else 1), name
+        check_graph(graph, {"x": rng.standard_normal((2, 8, 9, 10)).astype("float32")})
+    graph = Graph("one-d")
+    x = graph.add_input("x", (2, 8, 9), "float32")
+    w = graph.const(rng.standard_normal((5, 8, 2)).astype("float32"), "w")
+    graph.outputs.append(graph.op("Conv", x, w, pads=[0, 1]))
+    assert "pad(" in lowering.compile(graph, backend="torch").source
+    check_graph(graph, {"x": rng.standard_normal((2, 8, 9)).astype("float32")})
