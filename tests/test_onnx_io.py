@@ -795,6 +795,39 @@ def test_col2im_forms_only_where_onnxruntime_has_them(dtype, sizes):
     np.testing.assert_array_equal(got[g.outputs[0].name], evaluate(g, {"x": data})[g.outputs[0].name])
 
 
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "attrs", "two_d"),
+    [
+        (256, 128, {"pads": [1, 2], "strides": [2], "dilations": [2]}, True),
+        (256, 256, {"auto_pad": "SAME_UPPER", "group": 2}, True),
+        (256, 128, {"pads": [0, 0]}, True),
+        (128, 256, {"pads": [1, 1]}, False),  # too few input channels: onnxruntime's 2-D kernels lose there
+        (256, 64, {"pads": [1, 1]}, False),
+    ],
+)
+def test_wide_1d_convolutions_are_written_as_2d(channels, out_channels, attrs, two_d):
+    """A wide float32 1-D Conv with constant weights is written as a 2-D Conv of unit height between two
+    Reshapes (onnxruntime's blocked kernels); narrow ones stay 1-D. onnxruntime's result equals the
+    reference either way, with a symbolic batch."""
+    rng = np.random.default_rng(11)
+    group = attrs.get("group", 1)
+    g = Graph("conv1d")
+    x = g.add_input("x", ("N", channels, 19), "float32")
+    w = g.const((rng.standard_normal((out_channels, channels // group, 3)) / 16).astype(np.float32), "w")
+    b = g.const(rng.standard_normal(out_channels).astype(np.float32), "b")
+    g.outputs.append(g.op("Conv", x, w, b, **attrs))
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == (["Reshape", "Conv", "Reshape"] if two_d else ["Conv"])
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    kernel = next(t for t in model.graph.initializer if t.name == conv.input[1])
+    assert len(kernel.dims) == (4 if two_d else 3)
+    data = rng.standard_normal((3, channels, 19)).astype(np.float32)
+    got = ort_run(model, {"x": data})[g.outputs[0].name]
+    np.testing.assert_allclose(got, evaluate(g, {"x": data})[g.outputs[0].name], rtol=1e-4, atol=1e-4)
+
+
 def test_big_endian_constants_are_written_little_endian():
     g = Graph("be")
     x = g.add_input("x", (4,), "float32")
