@@ -77,3 +77,44 @@ def test_each_variant_gets_an_equal_share_of_the_budget(monkeypatch):
     )
     # half the budget each: 100 x (1 + 1) fast calls; the slow one its minimum
     assert runs == {"fast/torch": 100, "slow/torch": 3}
+
+
+def test_a_variant_with_few_samples_is_timed_across_the_whole_run(monkeypatch):
+    """Its samples are spread evenly over the rounds (a slow drift reaches every variant alike), and one
+    slow warm-up call does not cut its samples: the estimate is the median of the warm-up calls."""
+    clock = {"now": 0.0}
+    cost = {"fast/torch": 2**-10, "slow/torch": 2**-5, "hiccup/torch": 2**-10}
+    warmups = {"hiccup/torch": 0}
+    order: list[str] = []
+
+    def call(label: str) -> None:
+        seconds = cost[label]
+        if label == "hiccup/torch" and warmups[label] < 3:  # its third warm-up call is 32x slower
+            warmups[label] += 1
+            seconds *= 32 if warmups[label] == 3 else 1
+        clock["now"] += seconds
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+    runs = measure_fakes(
+        monkeypatch,
+        list(cost),
+        call=call,
+        timed=lambda label: order.append(label) or cost[label],
+        budget_s=1200 * 2**-10,
+        min_rounds=4,
+        max_rounds=200,
+        warmup_s=0.0,
+    )
+    assert runs["fast/torch"] == runs["hiccup/torch"] == 200 and runs["slow/torch"] == 6
+    fast_seen = [order[: i + 1].count("fast/torch") for i, label in enumerate(order) if label == "slow/torch"]
+    assert fast_seen[0] <= 200 // 6 + 1 and fast_seen[-1] >= 200 - 200 // 6 - 1  # first and last sixth
+    gaps = [b - a for a, b in itertools.pairwise(fast_seen)]
+    assert max(gaps) - min(gaps) <= 2  # even, up to where each round's shuffle put the two
+
+
+def test_samples_by_spreads_evenly():
+    for wanted, rounds in [(1, 1), (3, 10), (7, 7), (5, 200)]:
+        taken = [
+            measure._samples_by(i + 1, wanted, rounds) - measure._samples_by(i, wanted, rounds) for i in range(rounds)
+        ]
+        assert set(taken) <= {0, 1} and sum(taken) == wanted
