@@ -1077,3 +1077,28 @@ def test_phase_convolutions_share_one_channels_last_input_and_crop_instead_of_pa
     graph.outputs.append(graph.op("Conv", x, w, pads=[0, 1]))
     assert "pad(" in lowering.compile(graph, backend="torch").source
     check_graph(graph, {"x": rng.standard_normal((2, 8, 9)).astype("float32")})
+
+
+@pytest.mark.parametrize(
+    ("shape", "strides", "sizes"),
+    [
+        ((2, 3, 4, 5), [2, 2], [8, 10]),
+        ((1, 2, 3, 4), [2, 3], [5, 11]),
+        ((2, 4, 6), [8], [44]),
+        ((1, 2, 2, 2, 3), [2, 2, 2], [4, 3, 5]),
+    ],
+)
+def test_interleave_by_stacking_equals_the_reference(shape, strides, sizes) -> None:
+    """The GPU form of Interleave (one stack, one permuting copy, a crop), run here on the CPU."""
+    import torch
+
+    from lowering.backends.torch_backend import interleave_stacked
+
+    rng = np.random.default_rng(7)
+    phases = [rng.standard_normal(shape).astype("float32") for _ in range(int(np.prod(strides)))]
+    graph = Graph("interleave")
+    values = [graph.add_input(f"p{i}", shape, "float32") for i in range(len(phases))]
+    graph.outputs.append(graph.op("Interleave", *values, strides=strides, sizes=sizes))
+    want = evaluate(graph, {f"p{i}": p for i, p in enumerate(phases)})[graph.outputs[0].name]
+    got = interleave_stacked([torch.from_numpy(p) for p in phases], strides, sizes)
+    np.testing.assert_array_equal(got.contiguous().numpy(), want)

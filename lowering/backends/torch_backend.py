@@ -185,8 +185,8 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
     - blocks <= 2, plain (N, C, Q...) memory or a small channels-last result: one strided copy per phase
       straight into the cropped output (whole rows read from plain memory).
     - otherwise (a channels-last result with larger blocks, where runs were 1.2x slower on FCN x8 b8,
-      or an output that is not whole blocks): split the channels in place, one permuting copy, then
-      crop.
+      an output that is not whole blocks, or a GPU tensor, where each copy is a kernel launch): split
+      the channels in place, one permuting copy, then crop.
     """
     n, c, *rows = x.shape
     d = len(blocks)
@@ -194,7 +194,8 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
     small = n * channels * math.prod(sizes) < (1 << 18)  # (inline: the standalone module copies helpers only)
     big_blocks = max(blocks) > 2
     channels_last_fits = not big_blocks and (not small or x.stride(-1) % 64 == 0)
-    if big_blocks if x.is_contiguous() else channels_last_fits:
+    on_cpu = x.device.type == "cpu"  # on a GPU, one permuting copy (each copy below is a kernel launch)
+    if on_cpu and (big_blocks if x.is_contiguous() else channels_last_fits):
         copies = interleave_runs(tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
         if copies is not None:
             out = x.new_empty((n, channels, *sizes))
@@ -202,7 +203,7 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
             for size, source, source_offset, target, target_offset in copies:
                 out.as_strided(size, target, target_offset).copy_(x.as_strided(size, source, base + source_offset))
             return out
-    if not big_blocks and (x.is_contiguous() or small):
+    if on_cpu and not big_blocks and (x.is_contiguous() or small):
         out = x.new_empty((n, channels, *sizes))
         base = x.storage_offset()
         for source, target in phase_copy_plan(
@@ -290,12 +291,27 @@ def interleave(phases, strides, sizes):
     """Phase r (row-major residues) to positions j·s + r of every spatial axis, cut to `sizes`: one strided
     copy per phase into the output (a Concat + DepthToSpace copies everything twice)."""
     first = phases[0]
+    if first.device.type != "cpu" and all(p.shape == first.shape for p in phases):
+        return interleave_stacked(phases, strides, sizes)
     out = first.new_empty((*first.shape[:2], *sizes))
     for phase, residue in zip(phases, itertools.product(*(range(s) for s in strides)), strict=True):
         counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
         target = tuple(slice(r, None, s) for r, s in zip(residue, strides, strict=True))
         out[(slice(None), slice(None), *target)] = phase[(slice(None), slice(None), *(slice(0, c) for c in counts))]
     return out
+
+
+def interleave_stacked(phases, strides, sizes):
+    """`interleave` of equally shaped phases as one stack and one permuting copy, then the crop (a view):
+    two kernels whatever the number of phases, for a GPU, where each strided copy is a kernel launch
+    that costs more than the copy itself on these sizes."""
+    first = phases[0]
+    rows = first.shape[2:]
+    d = len(strides)
+    grid = torch.stack(phases, 2).view(*first.shape[:2], *strides, *rows)
+    perm = [0, 1] + [a for j in range(d) for a in (2 + d + j, 2 + j)]
+    full = grid.permute(perm).reshape(*first.shape[:2], *(q * s for q, s in zip(rows, strides, strict=True)))
+    return full[(slice(None), slice(None), *(slice(0, o) for o in sizes))]
 
 
 def gather(data, indices, axis):
@@ -383,6 +399,7 @@ HELPERS: dict[str, Callable] = {
         im2col_nd,
         interior_pad,
         interleave,
+        interleave_stacked,
         gather,
         scatter_nd,
         conv_prepacked,
