@@ -91,7 +91,7 @@ class AutoLowering(LoweringStrategy):
                 declined[name] = str(why).split(": ", 1)[-1]
                 continue
             cost = strategy.cost(graph, node, geometry)
-            scored.append((cost, estimate_seconds(cost, self.backend)))
+            scored.append((cost, estimate_seconds(cost, self.backend, self.device)))
         if not scored:
             raise LoweringError(f"{node.label}: no strategy can lower this node ({declined})")
         scored.sort(key=lambda item: item[1])

@@ -37,6 +37,10 @@ class CostModel:
     op_overhead: dict[str, float] = field(default_factory=dict)
 
     def seconds(self, cost: Cost, backend: str) -> float:
+        """`backend` is a backend ("torch") or a backend on a device ("torch:cuda"); a device without
+        tables of its own uses its backend's, a backend without tables onnxruntime's."""
+        if backend not in self.mac_rate:
+            backend = backend.partition(":")[0]
         backend = backend if backend in self.mac_rate else "onnx"
         moved = 2 * cost.largest_intermediate_bytes  # written once, read once
         cached = min(moved, self.cache_bytes[backend])
@@ -52,7 +56,9 @@ def _rate(table: dict[str, float], strategy: str) -> float:
     return table.get(strategy, table["default"])
 
 
-# fitted by docs/bench/fit_cost_model.py to docs/bench/fit/run*.json, two `lowering bench` runs on the 2-core machine
+# fitted by docs/bench/fit_cost_model.py to docs/bench/fit/run*.json, two `lowering bench` runs on the 2-core machine;
+# the "torch:cuda" tables (PyTorch on a GPU) to docs/bench/fit/gpu_b*.json, one run on an H100 (its `matrix`
+# rates are unfitted: that run did not time the matrix strategy)
 MODEL = CostModel(
     mac_rate={
         "torch": {
@@ -78,6 +84,14 @@ MODEL = CostModel(
             "col2im": 1.6 * GIGA,
             "subpixel": 1 * GIGA,
             "subpixel-fused": 1.57 * GIGA,
+        },
+        "torch:cuda": {
+            "default": 1520 * GIGA,
+            "zero-insertion": 6300 * GIGA,
+            "matrix": 15000 * GIGA,
+            "col2im": 9390 * GIGA,
+            "subpixel": 999 * GIGA,
+            "subpixel-fused": 1530 * GIGA,
         },
     },
     bandwidth={
@@ -105,6 +119,14 @@ MODEL = CostModel(
             "col2im": 3.99 * GIGA,
             "subpixel-fused": 16.3 * GIGA,
         },
+        "torch:cuda": {
+            "default": 472 * GIGA,
+            "subpixel": 3000 * GIGA,
+            "zero-insertion": 415 * GIGA,
+            "matrix": 36.8 * GIGA,
+            "col2im": 3000 * GIGA,
+            "subpixel-fused": 201 * GIGA,
+        },
     },
     memory_bandwidth={
         "torch": {
@@ -131,12 +153,21 @@ MODEL = CostModel(
             "zero-insertion": 10 * GIGA,
             "col2im": 0.572 * GIGA,
         },
+        "torch:cuda": {
+            "default": 492 * GIGA,
+            "matrix": 349 * GIGA,
+            "subpixel": 150 * GIGA,
+            "subpixel-fused": 3000 * GIGA,
+            "zero-insertion": 125 * GIGA,
+            "col2im": 7.89 * GIGA,
+        },
     },
-    cache_bytes={"torch": 3.23e06, "onnx": 1.64e06, "numpy": 2.94e06},
-    op_overhead={"torch": 1.49e-05, "onnx": 0.000164, "numpy": 1.34e-06},
+    cache_bytes={"torch": 3.23e06, "onnx": 1.64e06, "numpy": 2.94e06, "torch:cuda": 5.62e06},
+    op_overhead={"torch": 1.49e-05, "onnx": 0.000164, "numpy": 1.34e-06, "torch:cuda": 1.52e-05},
 )
 
 
-def estimate_seconds(cost: Cost, backend: str) -> float:
-    """Estimated seconds per call of a lowering with these cost figures on `backend`."""
-    return MODEL.seconds(cost, backend)
+def estimate_seconds(cost: Cost, backend: str, device: str = "cpu") -> float:
+    """Estimated seconds per call of a lowering with these cost figures on `backend` and `device` (the
+    device's own rates where the model has them, fitted on its own runs; else the CPU's)."""
+    return MODEL.seconds(cost, backend if device == "cpu" else f"{backend}:{device}")

@@ -41,7 +41,7 @@ def test_fit_finds_a_model_that_picks_the_measured_best(tmp_path):
     assert fit.score(fit.MODEL, rows)[0] < 3
     model = fit.fit(rows, fit.MODEL, restarts=2)
     assert fit.score(model, rows)[0] == 3
-    for table, key, (low, high) in fit.parameters(model):
+    for table, key, (low, high) in fit.parameters(model, set(model.mac_rate)):
         assert low <= table[key] <= high, key
 
 
@@ -58,3 +58,30 @@ def test_fit_script_reports_held_out_runs(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "mac_rate={" in run.stdout
     assert "fitted model, held-out runs: static pick within 10% of the best on" in run.stdout
+
+
+def test_a_gpu_run_fits_tables_of_its_own_and_leaves_the_cpu_ones(tmp_path):
+    """Measurements on a device fit the "backend:device" tables (a first fit starts them from the
+    backend's CPU tables, within a GPU's bounds); the CPU tables, which that run does not measure, stay."""
+    import copy
+
+    fit = load("fit_cost_model")
+    run = tmp_path / "gpu.json"
+    synthetic_run(run, {"N=1 C=8 M=4 in=6x6 k=4 s=2 p=1": "zero-insertion"})
+    data = json.loads(run.read_text())
+    for layer in data["layers"]:
+        layer["measurements"] = [dict(m, device="cuda") for m in layer["measurements"] if m["backend"] == "torch"]
+    run.write_text(json.dumps(data))
+    rows = fit.observations([str(run)])
+    assert [key for _, key, _, _ in rows] == ["torch:cuda"]
+    cpu_only = copy.deepcopy(fit.MODEL)
+    for name in ("mac_rate", "bandwidth", "memory_bandwidth", "cache_bytes", "op_overhead"):
+        del getattr(cpu_only, name)["torch:cuda"]
+    start = fit.with_tables_for(cpu_only, {"torch:cuda"})
+    assert set(start.mac_rate["torch:cuda"]) == set(cpu_only.mac_rate["torch"])
+    model = fit.fit(rows, start, restarts=1)
+    assert fit.score(model, rows)[0] == 1
+    for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
+        assert getattr(model, name)["torch"] == getattr(cpu_only, name)["torch"]
+    for table, key, (low, high) in fit.parameters(model, {"torch:cuda"}):
+        assert low <= table[key] <= high, key

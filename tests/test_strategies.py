@@ -690,3 +690,23 @@ def test_col2im_multiplies_depthwise_groups_elementwise() -> None:
     assert "Mul" in ops and "MatMul" not in ops
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 6, 5, 4)).astype("float32")}
     assert_close(evaluate(lowered, feeds)["y"], evaluate(graph, feeds)["y"], 1e-5)
+
+
+def test_auto_on_a_gpu_uses_the_gpu_rates() -> None:
+    """The static model has PyTorch-on-CUDA rates of its own (fitted on a GPU run): there it weighs the
+    strategies differently from the CPU (super-resolution: the per-phase form on the CPU, zero-insertion
+    on the GPU); a device without rates of its own falls back to its backend's CPU tables."""
+    from lowering.geometry import node_geometry
+    from lowering.layers import parse_layer
+    from passes import STRATEGIES
+    from passes.cost_model import MODEL
+
+    graph = parse_layer("N=8 C=64 M=64 in=64x64 k=3 s=2 p=1 op=1")
+
+    def pick(**options) -> str:
+        return lower(graph, "auto", backend="torch", **options).meta["lowering_notes"][0].split(": ")[1].split()[0]
+
+    assert pick() == "subpixel" and pick(device="cuda") == "zero-insertion"
+    node = graph.nodes_of("ConvTranspose")[0]
+    cost = STRATEGIES["col2im"]().cost(graph, node, node_geometry(node))
+    assert MODEL.seconds(cost, "torch:xpu") == MODEL.seconds(cost, "torch") != MODEL.seconds(cost, "torch:cuda")

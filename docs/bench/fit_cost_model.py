@@ -30,7 +30,7 @@ from passes.cost_model import GIGA, MODEL, CostModel
 from passes.strategy import Cost, Declined
 
 STEPS = (0.25, 0.5, 0.7, 0.85, 1.0, 1.2, 1.4, 2.0, 4.0)
-BACKENDS = ("torch", "onnx", "numpy")
+BACKENDS = ("torch", "onnx", "numpy", "torch:cuda")  # model keys: a backend, or backend:device off the CPU
 
 
 def observations(paths: list[str]) -> list[tuple[str, str, list[Cost], dict[str, float]]]:
@@ -51,17 +51,19 @@ def observations(paths: list[str]) -> list[tuple[str, str, list[Cost], dict[str,
             except Declined:
                 continue
             costs.append(strategy.cost(graph, node, geometry))
-        for backend in BACKENDS:
+        for key in BACKENDS:
+            backend, _, device = key.partition(":")
             measured = {
                 m["strategy"]: m["median_s"]
                 for m in layer["measurements"]
                 if m["status"] == "ok"
                 and m["backend"] == backend
+                and m.get("device", "cpu") == (device or "cpu")
                 and m["strategy"] not in ("native", "native-prepacked", "auto")
             }
             usable = [c for c in costs if c.strategy in measured]
             if usable:
-                rows.append((layer["name"], backend, usable, measured))
+                rows.append((layer["name"], key, usable, measured))
     return rows
 
 
@@ -93,16 +95,44 @@ BOUNDS = {
 }
 
 
-def parameters(model: CostModel) -> list[tuple[dict, str, tuple[float, float]]]:
-    """Every rate of the model as (table, key, bounds), so that a step can scale it in place."""
+# The same for a GPU (an H100: tens of T multiply-adds/s, TB/s of memory bandwidth, microseconds a launch)
+GPU_BOUNDS = {
+    "mac_rate": (1 * GIGA, 60000 * GIGA),
+    "bandwidth": (1 * GIGA, 3000 * GIGA),
+    "memory_bandwidth": (1 * GIGA, 3000 * GIGA),
+    "cache_bytes": (1e6, 1e8),
+    "op_overhead": (1e-6, 1e-4),
+}
+
+
+def parameters(model: CostModel, keys: set[str]) -> list[tuple[dict, str, tuple[float, float]]]:
+    """Every rate of the model's tables for `keys` as (table, key, bounds), so that a step can scale it in
+    place (the tables of backends the runs do not measure stay as they are)."""
     out = []
-    for backend in model.mac_rate:
+    for backend in [b for b in model.mac_rate if b in keys]:
+        bounds = GPU_BOUNDS if ":" in backend else BOUNDS
         for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
             table = getattr(model, name)[backend]
-            out += [(table, key, BOUNDS[name]) for key in table]
+            out += [(table, key, bounds[name]) for key in table]
         for name in ("cache_bytes", "op_overhead"):
-            out.append((getattr(model, name), backend, BOUNDS[name]))
+            out.append((getattr(model, name), backend, bounds[name]))
     return out
+
+
+def with_tables_for(model: CostModel, keys: set[str]) -> CostModel:
+    """`model` with starting tables for every key it has none of (a device's first fit): its backend's
+    CPU tables scaled by a GPU's rough factors, for the descent to correct."""
+    model = copy.deepcopy(model)
+    for key in sorted(keys - set(model.mac_rate)):
+        backend = key.partition(":")[0]
+        scale = {"mac_rate": 100.0, "bandwidth": 100.0, "memory_bandwidth": 300.0}
+        for name, factor in scale.items():
+            tables = getattr(model, name)
+            low, high = GPU_BOUNDS[name]
+            tables[key] = {k: min(high, max(low, v * factor)) for k, v in tables[backend].items()}
+        model.cache_bytes[key] = 5e7
+        model.op_overhead[key] = 1e-5
+    return model
 
 
 def fit(rows, start: CostModel, restarts: int = 12, seed: int = 0) -> CostModel:
@@ -114,22 +144,23 @@ def fit(rows, start: CostModel, restarts: int = 12, seed: int = 0) -> CostModel:
         for name in names:
             table.setdefault(name, table["default"])
     rng = random.Random(seed)
-    best = descend(rows, model)
+    keys = {key for _, key, _, _ in rows}
+    best = descend(rows, model, keys)
     for _ in range(restarts):
         trial = copy.deepcopy(model)
-        for table, key, (low, high) in parameters(trial):
+        for table, key, (low, high) in parameters(trial, keys):
             table[key] = min(high, max(low, table[key] * 4 ** rng.uniform(-1, 1)))
-        trial = descend(rows, trial)
+        trial = descend(rows, trial, keys)
         if score(trial, rows) > score(best, rows):
             best = trial
     return best
 
 
-def descend(rows, model: CostModel, sweeps: int = 6) -> CostModel:
+def descend(rows, model: CostModel, keys: set[str], sweeps: int = 6) -> CostModel:
     """Coordinate descent in place: scale one rate at a time by each of STEPS, keep what scores better."""
     best = score(model, rows)
     for _ in range(sweeps):
-        for table, key, (low, high) in parameters(model):
+        for table, key, (low, high) in parameters(model, keys):
             base = table[key]
             for step in STEPS:
                 table[key] = min(high, max(low, base * step))
@@ -165,7 +196,7 @@ def report(model: CostModel, rows, title: str) -> None:
 
 def main(paths: list[str], checks: list[str]) -> None:
     rows = observations(paths)
-    model = fit(rows, MODEL)
+    model = fit(rows, with_tables_for(MODEL, {key for _, key, _, _ in rows}))
     print(show(model) + "\n")
     report(MODEL, rows, "current model, fitting runs")
     report(model, rows, "fitted model, fitting runs")
@@ -184,6 +215,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if not args:
         here = Path(__file__).parent
-        args = [*sorted(str(p) for p in (here / "fit").glob("*.json")), "--check", str(here / "bench.json")]
+        held_out = [str(here / "bench.json"), *sorted(str(p) for p in (here / "gpu").glob("bench_cuda_*.json"))]
+        args = [*sorted(str(p) for p in (here / "fit").glob("*.json")), "--check", *held_out]
     split = args.index("--check") if "--check" in args else len(args)
     main(args[:split], args[split + 1 :])
