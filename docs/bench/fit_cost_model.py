@@ -83,26 +83,22 @@ def score(model: CostModel, rows) -> tuple[int, float, float]:
     return hits, -loss, -margin
 
 
-# Bounds that keep the fitted figures physical: no strategy multiplies faster than the machine's peak
-# (about 190 G multiply-adds/s here) allows with some slack, moves bytes faster than its caches, or
+# Bounds that keep the fitted figures physical, as (low, high) on the CPU and on a GPU (a model key with
+# a device): no strategy multiplies faster than the machine's peak allows with some slack (about 190 G
+# multiply-adds/s on the 2-core CPU; tens of T on an H100), moves bytes faster than its caches, or
 # dispatches an op in less than a microsecond. Without them the search overfits with absurd values.
 BOUNDS = {
-    "mac_rate": (1 * GIGA, 250 * GIGA),
-    "bandwidth": (0.5 * GIGA, 50 * GIGA),
-    "memory_bandwidth": (0.2 * GIGA, 20 * GIGA),
-    "cache_bytes": (1e6, 64e6),
-    "op_overhead": (1e-6, 2e-4),
+    "mac_rate": ((1 * GIGA, 250 * GIGA), (1 * GIGA, 6e4 * GIGA)),
+    "bandwidth": ((0.5 * GIGA, 50 * GIGA), (1 * GIGA, 3e3 * GIGA)),
+    "memory_bandwidth": ((0.2 * GIGA, 20 * GIGA), (1 * GIGA, 3e3 * GIGA)),
+    "cache_bytes": ((1e6, 64e6), (1e6, 1e8)),
+    "op_overhead": ((1e-6, 2e-4), (1e-6, 1e-4)),
 }
 
 
-# The same for a GPU (an H100: tens of T multiply-adds/s, TB/s of memory bandwidth, microseconds a launch)
-GPU_BOUNDS = {
-    "mac_rate": (1 * GIGA, 60000 * GIGA),
-    "bandwidth": (1 * GIGA, 3000 * GIGA),
-    "memory_bandwidth": (1 * GIGA, 3000 * GIGA),
-    "cache_bytes": (1e6, 1e8),
-    "op_overhead": (1e-6, 1e-4),
-}
+def bounds_of(key: str, rate: str) -> tuple[float, float]:
+    """The bounds of one rate of a model key: a GPU's where the key names a device."""
+    return BOUNDS[rate][":" in key]
 
 
 def parameters(model: CostModel, keys: set[str]) -> list[tuple[dict, str, tuple[float, float]]]:
@@ -110,12 +106,11 @@ def parameters(model: CostModel, keys: set[str]) -> list[tuple[dict, str, tuple[
     place (the tables of backends the runs do not measure stay as they are)."""
     out = []
     for backend in [b for b in model.mac_rate if b in keys]:
-        bounds = GPU_BOUNDS if ":" in backend else BOUNDS
         for name in ("mac_rate", "bandwidth", "memory_bandwidth"):
             table = getattr(model, name)[backend]
-            out += [(table, key, bounds[name]) for key in table]
+            out += [(table, key, bounds_of(backend, name)) for key in table]
         for name in ("cache_bytes", "op_overhead"):
-            out.append((getattr(model, name), backend, bounds[name]))
+            out.append((getattr(model, name), backend, bounds_of(backend, name)))
     return out
 
 
@@ -128,7 +123,7 @@ def with_tables_for(model: CostModel, keys: set[str]) -> CostModel:
         scale = {"mac_rate": 100.0, "bandwidth": 100.0, "memory_bandwidth": 300.0}
         for name, factor in scale.items():
             tables = getattr(model, name)
-            low, high = GPU_BOUNDS[name]
+            low, high = bounds_of(key, name)
             tables[key] = {k: min(high, max(low, v * factor)) for k, v in tables[backend].items()}
         model.cache_bytes[key] = 5e7
         model.op_overhead[key] = 1e-5
