@@ -57,8 +57,7 @@ def _rate(table: dict[str, float], strategy: str) -> float:
 
 
 # fitted by docs/bench/fit_cost_model.py to docs/bench/fit/run*.json, two `lowering bench` runs on the 2-core machine;
-# the "torch:cuda" tables (PyTorch on a GPU) to docs/bench/fit/gpu_b*.json, one run on an H100 (its `matrix`
-# rates are unfitted: that run did not time the matrix strategy)
+# the "torch:cuda" tables (PyTorch on a GPU) to docs/bench/fit/gpu*_b*.json, two runs on an H100
 MODEL = CostModel(
     mac_rate={
         "torch": {
@@ -86,12 +85,12 @@ MODEL = CostModel(
             "subpixel-fused": 1.57 * GIGA,
         },
         "torch:cuda": {
-            "default": 1520 * GIGA,
-            "zero-insertion": 6300 * GIGA,
-            "matrix": 15000 * GIGA,
-            "col2im": 9390 * GIGA,
-            "subpixel": 999 * GIGA,
-            "subpixel-fused": 1530 * GIGA,
+            "default": 1310 * GIGA,
+            "zero-insertion": 2260 * GIGA,
+            "matrix": 60000 * GIGA,
+            "col2im": 60000 * GIGA,
+            "subpixel": 245 * GIGA,
+            "subpixel-fused": 540 * GIGA,
         },
     },
     bandwidth={
@@ -120,12 +119,12 @@ MODEL = CostModel(
             "subpixel-fused": 16.3 * GIGA,
         },
         "torch:cuda": {
-            "default": 472 * GIGA,
+            "default": 958 * GIGA,
             "subpixel": 3000 * GIGA,
-            "zero-insertion": 415 * GIGA,
-            "matrix": 36.8 * GIGA,
+            "zero-insertion": 176 * GIGA,
+            "matrix": 21.9 * GIGA,
             "col2im": 3000 * GIGA,
-            "subpixel-fused": 201 * GIGA,
+            "subpixel-fused": 42.8 * GIGA,
         },
     },
     memory_bandwidth={
@@ -154,16 +153,16 @@ MODEL = CostModel(
             "col2im": 0.572 * GIGA,
         },
         "torch:cuda": {
-            "default": 492 * GIGA,
-            "matrix": 349 * GIGA,
-            "subpixel": 150 * GIGA,
+            "default": 1390 * GIGA,
+            "matrix": 830 * GIGA,
+            "subpixel": 63.2 * GIGA,
             "subpixel-fused": 3000 * GIGA,
-            "zero-insertion": 125 * GIGA,
-            "col2im": 7.89 * GIGA,
+            "zero-insertion": 16.3 * GIGA,
+            "col2im": 1.2 * GIGA,
         },
     },
-    cache_bytes={"torch": 3.23e06, "onnx": 1.64e06, "numpy": 2.94e06, "torch:cuda": 5.62e06},
-    op_overhead={"torch": 1.49e-05, "onnx": 0.000164, "numpy": 1.34e-06, "torch:cuda": 1.52e-05},
+    cache_bytes={"torch": 3.23e06, "onnx": 1.64e06, "numpy": 2.94e06, "torch:cuda": 8.93e06},
+    op_overhead={"torch": 1.49e-05, "onnx": 0.000164, "numpy": 1.34e-06, "torch:cuda": 4.92e-05},
 )
 
 
