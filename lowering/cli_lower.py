@@ -25,7 +25,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="fold each BatchNormalization into the Conv / ConvTranspose before it, before lowering (auto always does)",
     )
     parser.add_argument("--tune", action="store_true", help="auto: measure candidates on the backend (cached)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device auto --tune measures on")
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="device auto optimises for (--tune measures there)"
+    )
     parser.add_argument("--print-after-all", action="store_true", help="print the IR after every pass (stderr)")
     parser.add_argument("--explain", action="store_true", help="print each node's chosen strategy and cost figures")
     parser.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
@@ -41,9 +43,9 @@ def lowering_options(args: argparse.Namespace) -> dict:
         options["form"] = args.form
     runs_auto = strategy == "auto" if args.pipeline is None else "auto" in args.pipeline.split(",")
     if runs_auto:
-        options["backend"] = args.backend
+        options.update(backend=args.backend, device=getattr(args, "device", "cpu"))  # the model has GPU rates
         if getattr(args, "tune", False):
-            options.update(tune=True, device=args.device)
+            options["tune"] = True
     return options
 
 

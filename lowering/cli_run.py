@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.model, args.inputs)
     graph = load_graph(args)
     inputs = read_inputs(args.inputs) if args.inputs else random_inputs(graph)
-    options = {"backend": args.backend} if args.strategy == "auto" else {}
+    options = {"backend": args.backend, "device": args.device} if args.strategy == "auto" else {}
     fn = compile(lowered(graph, args.strategy, **options), args.backend, args.device)
     results = fn(inputs)
     buffer = io.BytesIO()

@@ -293,3 +293,19 @@ def test_command_line_entry_point(small_model: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "lowered 1 ConvTranspose node(s) with 'zero-insertion' (0 left)" in result.stderr
     check_lowered_model(small_model, out)
+
+
+def test_auto_gets_the_device_without_tuning_too():
+    """`--device` reaches auto's static model (it has GPU rates), not only `--tune`."""
+    import argparse
+
+    from lowering.cli_lower import lowering_options
+
+    base = dict(strategy="auto", pipeline=None, matrix_budget=None, form=None, backend="torch")
+    assert lowering_options(argparse.Namespace(**base, tune=False, device="cuda")) == {
+        "backend": "torch",
+        "device": "cuda",
+    }
+    tuned = lowering_options(argparse.Namespace(**base, tune=True, device="cpu"))
+    assert tuned == {"backend": "torch", "device": "cpu", "tune": True}
+    assert lowering_options(argparse.Namespace(**{**base, "strategy": "col2im"}, tune=False, device="cuda")) == {}
