@@ -114,14 +114,17 @@ def parameters(model: CostModel, keys: set[str]) -> list[tuple[dict, str, tuple[
     return out
 
 
+# A GPU's rates against the 2-core CPU's, roughly: where a device's first fit starts from
+GPU_START_FACTORS = {"mac_rate": 100.0, "bandwidth": 100.0, "memory_bandwidth": 300.0}
+
+
 def with_tables_for(model: CostModel, keys: set[str]) -> CostModel:
     """`model` with starting tables for every key it has none of (a device's first fit): its backend's
-    CPU tables scaled by a GPU's rough factors, for the descent to correct."""
+    CPU tables scaled by GPU_START_FACTORS, for the descent to correct."""
     model = copy.deepcopy(model)
     for key in sorted(keys - set(model.mac_rate)):
         backend = key.partition(":")[0]
-        scale = {"mac_rate": 100.0, "bandwidth": 100.0, "memory_bandwidth": 300.0}
-        for name, factor in scale.items():
+        for name, factor in GPU_START_FACTORS.items():
             tables = getattr(model, name)
             low, high = bounds_of(key, name)
             tables[key] = {k: min(high, max(low, v * factor)) for k, v in tables[backend].items()}

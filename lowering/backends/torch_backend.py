@@ -538,9 +538,10 @@ def _conv(b: _Builder, node: Node) -> Any:
     fn = _spatial_fn(node, g.rank, "conv")
     x = b.value(node.inputs[0])
     weights = _prepackable_weights(b, node)
-    offsets = None if weights is None else _overpad_offsets(node)
-    if weights is not None and offsets is not None:
-        wider = [max(pb, pe) for pb, pe in zip(g.pads_begin, g.pads_end, strict=True)]
+    plain = weights is not None and _feeds_row_copies(node)
+    overpad = None if weights is None or plain else _overpad(g)
+    if overpad is not None:
+        wider, offsets = overpad
         y = _conv_prepacked(b, node, b.conv_input(node.inputs[0]), weights, wider, unpadded=True)
         keep = [slice(e, e + o) for e, o in zip(offsets, g.out_spatial, strict=True)]
         return b.call(operator.getitem, y, (slice(None), slice(None), *keep))
@@ -550,7 +551,7 @@ def _conv(b: _Builder, node: Node) -> Any:
     if any(begin) or any(end):  # torch pads symmetrically: the rest (or a crop) goes first
         x = b.call(F.pad, x, torch_pads(begin, end))
     if weights is not None:
-        if not (any(begin) or any(end) or _feeds_row_copies(node)):
+        if not (any(begin) or any(end) or plain):
             x = b.conv_input(node.inputs[0])
         return _conv_prepacked(b, node, x, weights, common)
     return b.call(
@@ -568,17 +569,15 @@ def _conv(b: _Builder, node: Node) -> Any:
 OVERPAD_MAX_EXTRA = 1.25
 
 
-def _overpad_offsets(node: Node) -> list[int] | None:
-    """Where the wanted outputs start when a Conv with asymmetric pads runs with the wider pad on both
-    sides and its result is cropped (a view): the phase convolutions of the per-phase sub-pixel form
-    then read one shared input instead of each padding its own copy (0.58-0.93x their time on the
-    suite's 2-D layers). None where F.pad's copy stays: a negative pad (a crop), extra outputs off the
-    stride grid or above OVERPAD_MAX_EXTRA of the work, a plain result (its consumer wants whole rows),
-    or 1-D (the vocoder's eight phases measured 1.0-1.08x)."""
-    g = node_geometry(node)
+def _overpad(g) -> tuple[list[int], list[int]] | None:
+    """(the wider pad per axis, where the wanted outputs start) when a Conv with asymmetric pads runs
+    with the wider pad on both sides and its result is cropped (a view): the phase convolutions of the
+    per-phase sub-pixel form then read one shared input instead of each padding its own copy
+    (0.58-0.93x their time on the suite's 2-D layers). None where F.pad's copy stays: a negative pad
+    (a crop), extra outputs off the stride grid or above OVERPAD_MAX_EXTRA of the work, or 1-D (the
+    vocoder's eight phases measured 1.0-1.08x). A plain-output Conv (its consumer wants whole rows)
+    is not asked."""
     if g.rank < 2 or g.pads_begin == g.pads_end or min(*g.pads_begin, *g.pads_end) < 0:
-        return None
-    if _feeds_row_copies(node):
         return None
     wider = [max(pb, pe) for pb, pe in zip(g.pads_begin, g.pads_end, strict=True)]
     if any((w - pb) % s for w, pb, s in zip(wider, g.pads_begin, g.strides, strict=True)):
@@ -591,7 +590,7 @@ def _overpad_offsets(node: Node) -> list[int] | None:
     )
     if grown > OVERPAD_MAX_EXTRA:
         return None
-    return [(w - pb) // s for w, pb, s in zip(wider, g.pads_begin, g.strides, strict=True)]
+    return wider, [(w - pb) // s for w, pb, s in zip(wider, g.pads_begin, g.strides, strict=True)]
 
 
 PLAIN_PHASE_MIN_ELEMENTS = 1 << 16
