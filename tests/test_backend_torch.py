@@ -1015,6 +1015,45 @@ def test_depth_to_space_nd_copy_patterns_from_channels_last_equal_the_reference(
         np.testing.assert_array_equal(got.contiguous().numpy(), want)
 
 
+@pytest.mark.parametrize(
+    ("shape", "blocks", "mode", "begins", "sizes", "pairs"),
+    [
+        ((2, 12, 5, 5), [2, 2], "CRD", [1, 1], [8, 8], 2),  # the k4 s2 p1 crop: pairs read shifted rows
+        ((1, 12, 5, 5), [2, 2], "DCR", [0, 1], [9, 8], 2),  # an odd size on a leading axis is fine
+        ((1, 24, 3, 4, 5), [2, 1, 2], "CRD", [0, 0, 1], [6, 4, 8], 2),
+        ((1, 6, 7), [2], "CRD", [1], [12], 1),
+        ((1, 12, 5, 5), [2, 2], "CRD", [1, 1], [8, 7], None),  # an odd last axis: phase copies
+        ((1, 12, 5, 5), [2, 1], "CRD", [0, 0], [10, 5], None),  # last block 1: nothing alternates
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_depth_to_space_nd_pairs_alternating_phases_bit_for_bit(
+    shape, blocks, mode, begins, sizes, pairs, dtype
+) -> None:
+    """From plain memory, the two phases alternating along the last axis go through one complex
+    column each pair; every element arrives bit for bit (NaN, ±inf, −0.0 included), as the reference
+    places it."""
+    import torch
+
+    from lowering.backends.torch_backend import _load_torch, depth_to_space_nd, paired_phase_plan
+    from lowering.reference import evaluate
+
+    _load_torch()
+    x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
+    x.flat[::7], x.flat[1::11], x.flat[2::13], x.flat[3::17] = np.nan, -0.0, np.inf, -np.inf
+    graph = Graph("d2s")
+    xv = graph.add_input("x", shape, dtype)
+    graph.outputs.append(graph.op("DepthToSpaceND", xv, blocks=blocks, mode=mode, begins=begins, sizes=sizes))
+    want = evaluate(graph, {"x": x})[graph.outputs[0].name].astype(dtype)  # placement only: exact in any type
+    tensor = torch.from_numpy(x)
+    plan = paired_phase_plan(shape, tensor.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
+    assert (None if plan is None else len(plan)) == pairs
+    got = depth_to_space_nd(tensor, blocks, mode, begins, sizes).numpy()
+    assert got.shape == want.shape
+    unsigned = {"float32": np.uint32, "float64": np.uint64}[dtype]
+    np.testing.assert_array_equal(got.view(unsigned), want.view(unsigned))
+
+
 def test_prepacking_is_only_for_constant_float32_weights_on_the_cpu() -> None:
     from lowering.backends.torch_backend import prepacking_available
 

@@ -134,6 +134,26 @@ def phase_copy_plan(shape, stride, blocks, mode, begins, sizes):
 
 
 @functools.lru_cache(maxsize=256)
+def paired_phase_plan(shape, stride, blocks, mode, begins, sizes):
+    """`phase_copy_plan` with the two phases of a last axis of block 2 taken together: the phase
+    filling output columns 2j and the one filling 2j + 1 are the real and imaginary parts of one
+    complex column j, so that one `torch.complex` writes both (a vectorised pass over whole rows of
+    each; two copies with a step of 2 measured 1.4x its time). Per pair: (real source, imaginary
+    source, complex target), target in complex elements; None where the output's last axis is odd or
+    a phase has no rows."""
+    if blocks[-1] != 2 or sizes[-1] % 2:
+        return None
+    pairs = {}
+    for source, (size, steps, offset) in phase_copy_plan(shape, stride, blocks, mode, begins, sizes):
+        # every target step is even but the last (2): an offset's parity is the column it starts at
+        key = (size, tuple(step // 2 for step in steps), offset // 2)
+        pairs.setdefault(key, [None, None])[offset % 2] = source
+    if any(None in parts for parts in pairs.values()):
+        return None
+    return tuple((real, imaginary, target) for target, (real, imaginary) in pairs.items())
+
+
+@functools.lru_cache(maxsize=256)
 def interleave_runs(shape, stride, blocks, mode, begins, sizes):
     """The strided copies that place a DepthToSpaceND input into its cropped output, or None where the
     output is not a whole number of blocks. Along an axis, output position j·s + p reads phase
@@ -183,7 +203,10 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
       (FCN x2's 84) they are up to 1.5x faster), and from a plain result with larger blocks (FCN x8
       b8: 0.85x the time of the permuting copy and crop).
     - blocks <= 2, plain (N, C, Q...) memory or a small channels-last result: one strided copy per phase
-      straight into the cropped output (whole rows read from plain memory).
+      straight into the cropped output (whole rows read from plain memory); from plain float32 / float64
+      memory with a last block of 2 and an even output, the two phases that alternate along a row as
+      one complex column (`paired_phase_plan`; 0.90-0.96x the time of the large U-Net, super-resolution
+      and 3-D decoder fused layers at batch 8).
     - otherwise (a channels-last result with larger blocks, where runs were 1.2x slower on FCN x8 b8,
       an output that is not whole blocks, or a GPU tensor, where each copy is a kernel launch): split
       the channels in place, one permuting copy, then crop.
@@ -206,6 +229,17 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
     if on_cpu and not big_blocks and (x.is_contiguous() or small):
         out = x.new_empty((n, channels, *sizes))
         base = x.storage_offset()
+        key = (tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
+        pairs = paired_phase_plan(*key) if x.is_contiguous() and x.dtype in (torch.float32, torch.float64) else None
+        if pairs is not None:
+            columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))
+            for real, imaginary, target in pairs:
+                torch.complex(
+                    x.as_strided(real[0], real[1], base + real[2]),
+                    x.as_strided(imaginary[0], imaginary[1], base + imaginary[2]),
+                    out=columns.as_strided(*target),
+                )
+            return out
         for source, target in phase_copy_plan(
             tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes)
         ):
@@ -392,6 +426,7 @@ HELPERS: dict[str, Callable] = {
         depth_to_space_dcr,
         phase_steps_of,
         phase_copy_plan,
+        paired_phase_plan,
         interleave_runs,
         depth_to_space_nd,
         space_to_depth,
