@@ -1054,6 +1054,78 @@ def test_depth_to_space_nd_pairs_alternating_phases_bit_for_bit(
     np.testing.assert_array_equal(got.view(unsigned), want.view(unsigned))
 
 
+@pytest.mark.parametrize(
+    ("shape", "strides", "sizes"),
+    [
+        ((2, 3, 4, 5), [2, 2], [8, 10]),
+        ((1, 2, 5, 6), [2, 2], [9, 10]),  # an odd leading size: the last row of two phases is cut
+        ((1, 2, 4, 6), [3, 2], [11, 10]),
+        ((2, 4, 6), [2], [12]),
+        ((1, 2, 2, 3, 3), [2, 1, 2], [4, 3, 6]),
+        ((1, 2, 3, 4), [2, 2], [6, 7]),  # an odd last size: one copy per phase
+        ((2, 4, 6), [8], [44]),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["plain", "channels-last", "cropped"])
+def test_interleave_on_the_cpu_places_every_bit(shape, strides, sizes, dtype, layout) -> None:
+    """The CPU Interleave: from plain rows with a last stride of 2 and an even size, each pair of phases
+    alternating along a row as one complex column; otherwise one strided copy per phase. Either way
+    every element lands bit for bit (NaN, ±inf, −0.0) where the reference puts it, from plain,
+    channels-last or cropped (over-padded) phases."""
+    import torch
+
+    from lowering.backends.torch_backend import _load_torch, interleave
+
+    _load_torch()
+    rng = np.random.default_rng(8)
+    phases = [rng.standard_normal(shape).astype(dtype) for _ in range(int(np.prod(strides)))]
+    for p in phases:
+        p.flat[::5], p.flat[1::7], p.flat[2::9] = np.nan, -0.0, -np.inf
+    graph = Graph("interleave")
+    values = [graph.add_input(f"p{i}", shape, dtype) for i in range(len(phases))]
+    graph.outputs.append(graph.op("Interleave", *values, strides=strides, sizes=sizes))
+    want = evaluate(graph, {f"p{i}": p for i, p in enumerate(phases)})[graph.outputs[0].name].astype(dtype)
+    if layout == "plain":
+        tensors = [torch.from_numpy(p) for p in phases]
+    elif layout == "channels-last":
+        tensors = [torch.from_numpy(np.moveaxis(p, 1, -1).copy()).movedim(-1, 1) for p in phases]
+    else:  # a view into a larger result, as an over-padded Conv leaves it
+        tensors = [torch.from_numpy(np.pad(p, [(0, 0), (0, 0)] + [(1, 1)] * (p.ndim - 2)))[..., 1:-1] for p in phases]
+        tensors = [t[(slice(None), slice(None), *(slice(1, -1),) * (t.dim() - 3))] for t in tensors]
+    got = interleave(tensors, strides, sizes).numpy()
+    unsigned = {"float32": np.uint32, "float64": np.uint64}[dtype]
+    np.testing.assert_array_equal(got.view(unsigned), want.view(unsigned))
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "plain"),
+    [
+        ((2, 8, 256, 256), True),  # 2^19 elements a phase: plain phases, one complex column per pair
+        ((1, 8, 64, 64), False),  # 2^15: channels-last phases and one copy each
+    ],
+)
+def test_per_phase_subpixel_convs_pick_their_output_layout(x_shape, plain) -> None:
+    """The per-phase sub-pixel form's convolutions leave large phases in plain memory (their one input
+    converted once for all of them) and small ones channels-last; values equal the reference."""
+    from lowering.backends.torch_backend import prepacking_available
+
+    if not prepacking_available():
+        pytest.skip("this torch build has no oneDNN")
+    rng = np.random.default_rng(9)
+    graph = Graph("super_resolution")
+    x = graph.add_input("x", x_shape, "float32")
+    w = graph.const(rng.standard_normal((8, 4, 3, 3)).astype("float32"), "w")
+    y = graph.op("ConvTranspose", x, w, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])
+    graph.rename(y, "y")
+    graph.outputs.append(y)
+    lowered = lowering.lower(graph, "subpixel")
+    source = lowering.compile(lowered, backend="torch").source
+    assert ("conv_prepacked_plain(" in source) == plain
+    assert (source.count("to_mkldnn()") == 1) == plain
+    check_graph(lowered, {"x": rng.standard_normal(x_shape).astype("float32")})
+
+
 def test_prepacking_is_only_for_constant_float32_weights_on_the_cpu() -> None:
     from lowering.backends.torch_backend import prepacking_available
 

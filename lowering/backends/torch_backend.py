@@ -323,11 +323,24 @@ def interior_pad(x, interior):
 
 def interleave(phases, strides, sizes):
     """Phase r (row-major residues) to positions j·s + r of every spatial axis, cut to `sizes`: one strided
-    copy per phase into the output (a Concat + DepthToSpace copies everything twice)."""
+    copy per phase into the output (a Concat + DepthToSpace copies everything twice). Plain float
+    phases alternating along an even last axis (stride 2) go in pairs, the two as the real and
+    imaginary parts of one complex column: a pass over whole rows of each instead of two element-wise
+    strided writes (the large per-phase layers' convolutions leave such phases, `_feeds_paired_phases`)."""
     first = phases[0]
     if first.device.type != "cpu" and all(p.shape == first.shape for p in phases):
         return interleave_stacked(phases, strides, sizes)
     out = first.new_empty((*first.shape[:2], *sizes))
+    pairs_fit = strides[-1] == 2 and sizes[-1] % 2 == 0 and first.dtype in (torch.float32, torch.float64)
+    if pairs_fit and all(p.stride(-1) == 1 for p in phases):  # plain rows: residues 0 and 1 of the last axis
+        columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))  # as one complex column
+        residues = list(itertools.product(*(range(s) for s in strides)))
+        for real, imaginary, residue in zip(phases[::2], phases[1::2], residues[::2], strict=True):
+            counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
+            rows = (slice(None), slice(None), *(slice(0, c) for c in counts))
+            leading = (slice(r, None, s) for r, s in zip(residue[:-1], strides[:-1], strict=True))
+            torch.complex(real[rows], imaginary[rows], out=columns[(slice(None), slice(None), *leading)])
+        return out
     for phase, residue in zip(phases, itertools.product(*(range(s) for s in strides)), strict=True):
         counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
         target = tuple(slice(r, None, s) for r, s in zip(residue, strides, strict=True))
@@ -380,7 +393,8 @@ def scatter_nd(data, indices, updates, reduction):
 def conv_prepacked_plain(x, packed, bias, padding, stride, dilation, groups):
     """`conv_prepacked` with the result in plain (N, C, spatial...) memory, for consumers that read
     whole rows per channel (DepthToSpaceND's per-phase copies): oneDNN converts as it finishes."""
-    return torch.mkldnn_convolution(x.to_mkldnn(), packed, bias, padding, stride, dilation, groups).to_dense()
+    source = x if x.is_mkldnn else x.to_mkldnn()  # converted once already where several convolutions read x
+    return torch.mkldnn_convolution(source, packed, bias, padding, stride, dilation, groups).to_dense()
 
 
 def conv_transpose_prepacked(x, packed, bias, window, groups):
@@ -487,7 +501,7 @@ class _Builder:
         self.fx = torch.fx.Graph()
         self.root = torch.nn.Module()
         self.env: dict[int, Any] = {}
-        self.channels_last_env: dict[int, Any] = {}
+        self.converted_env: dict[tuple[int, bool], Any] = {}
         self.buffer_names: set[str] = set()
         self.placeholder_names: set[str] = set()
 
@@ -527,19 +541,25 @@ class _Builder:
         self.root.register_buffer(name, tensor)
         return self.fx.get_attr(name)
 
-    def conv_input(self, value: Value) -> Any:
-        """`value` as the input of a oneDNN convolution: converted to channels-last memory once when
-        several convolutions read it (oneDNN converts a plain input on every call otherwise: the
-        per-phase sub-pixel form's phases all read one input), as it is otherwise (a single
-        conversion inside oneDNN measured no slower than an explicit one)."""
+    def conv_input(self, value: Value, plain: bool = False) -> Any:
+        """`value` as the input of a oneDNN convolution: converted once when several convolutions read
+        it (oneDNN converts a plain input on every call otherwise: the per-phase sub-pixel form's
+        phases all read one input), to channels-last memory, or to a oneDNN tensor for convolutions
+        with a `plain` result; as it is otherwise (a single conversion inside oneDNN measured no
+        slower than an explicit one)."""
         readers = sum(1 for node, _ in value.uses if node.op == "Conv")
         fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(value.shape))
         if readers < 2 or fmt is None:
             return self.value(value)
-        key = id(value)
-        if key not in self.channels_last_env:
-            self.channels_last_env[key] = self.method("contiguous", self.value(value), memory_format=fmt)
-        return self.channels_last_env[key]
+        key = (id(value), plain)
+        if key not in self.converted_env:
+            converted = (
+                self.method("to_mkldnn", self.value(value))
+                if plain
+                else self.method("contiguous", self.value(value), memory_format=fmt)
+            )
+            self.converted_env[key] = converted
+        return self.converted_env[key]
 
     # calls
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -573,11 +593,13 @@ def _conv(b: _Builder, node: Node) -> Any:
     fn = _spatial_fn(node, g.rank, "conv")
     x = b.value(node.inputs[0])
     weights = _prepackable_weights(b, node)
-    plain = weights is not None and _feeds_row_copies(node)
-    overpad = None if weights is None or plain else _overpad(g)
+    consumer = None if weights is None else _plain_consumer(node)
+    plain = consumer is not None
+    # a DepthToSpaceND's row copies want whole rows: no over-padded (cropped) result for them
+    overpad = None if weights is None or consumer == "DepthToSpaceND" else _overpad(g)
     if overpad is not None:
         wider, offsets = overpad
-        y = _conv_prepacked(b, node, b.conv_input(node.inputs[0]), weights, wider, unpadded=True)
+        y = _conv_prepacked(b, node, b.conv_input(node.inputs[0], plain), weights, wider, plain, unpadded=True)
         keep = [slice(e, e + o) for e, o in zip(offsets, g.out_spatial, strict=True)]
         return b.call(operator.getitem, y, (slice(None), slice(None), *keep))
     common = [max(0, min(pb, pe)) for pb, pe in zip(g.pads_begin, g.pads_end, strict=True)]
@@ -586,9 +608,9 @@ def _conv(b: _Builder, node: Node) -> Any:
     if any(begin) or any(end):  # torch pads symmetrically: the rest (or a crop) goes first
         x = b.call(F.pad, x, torch_pads(begin, end))
     if weights is not None:
-        if not (any(begin) or any(end) or plain):
-            x = b.conv_input(node.inputs[0])
-        return _conv_prepacked(b, node, x, weights, common)
+        if not (any(begin) or any(end)):
+            x = b.conv_input(node.inputs[0], plain)
+        return _conv_prepacked(b, node, x, weights, common, plain)
     return b.call(
         fn,
         x,
@@ -629,33 +651,70 @@ def _overpad(g) -> tuple[list[int], list[int]] | None:
 
 
 PLAIN_PHASE_MIN_ELEMENTS = 1 << 16
+PAIRED_PHASE_MIN_ELEMENTS = 1 << 19
 
 
-def _feeds_row_copies(node: Node) -> bool:
-    """Whether a Conv's result is better left in plain memory: an ungrouped Conv whose one consumer is a
-    DepthToSpaceND (per-phase row copies, or `interleave_runs` for blocks > 2) of at least
-    PLAIN_PHASE_MIN_ELEMENTS output elements per phase. Measured on the suite's fused sub-pixel layers:
-    0.8-0.95x the time of channels-last + its interleaving copy there (U-Net, DCGAN 3-4 at batch 8,
-    super-resolution, the 3-D decoder at batch 8, the vocoder, FCN x8 at batch 8); with smaller phase
-    copies (the 3-D decoder at batch 1: eight of 2^15; FCN x8 at batch 1) and grouped (depthwise)
-    convolutions oneDNN's plain-output primitive is the slower one (up to 2x)."""
-    uses = node.outputs[0].uses
-    if len(uses) != 1 or uses[0][0].op != "DepthToSpaceND":
-        return False
-    if node_geometry(node).group != 1:  # grouped (depthwise): the plain-output primitive is 1.2-2x slower
-        return False
-    blocks = uses[0][0].attr("blocks")
-    shape = uses[0][0].outputs[0].shape
+def _feeds_row_copies(consumer: Node) -> bool:
+    """A DepthToSpaceND reading whole rows per channel (per-phase row copies, `paired_phase_plan`, or
+    `interleave_runs` for blocks > 2) of at least PLAIN_PHASE_MIN_ELEMENTS output elements per phase.
+    Measured on the suite's fused sub-pixel layers: plain memory took 0.8-0.95x the time of
+    channels-last + its interleaving copy there (U-Net, DCGAN 3-4 at batch 8, super-resolution, the
+    3-D decoder at batch 8, the vocoder, FCN x8 at batch 8); with smaller phase copies (the 3-D
+    decoder at batch 1: eight of 2^15; FCN x8 at batch 1) oneDNN's plain-output primitive is the
+    slower one."""
+    blocks = consumer.attr("blocks")
+    shape = consumer.outputs[0].shape
     if max(blocks) > 2 and any(not isinstance(o, int) or o % s for o, s in zip(shape[2:], blocks, strict=True)):
         return False  # not whole blocks: the permuting copy, measured from channels-last only
     elements = math.prod(d if isinstance(d, int) else 1 for d in shape)
     return elements >= PLAIN_PHASE_MIN_ELEMENTS * math.prod(blocks)
 
 
+def _feeds_paired_phases(consumer: Node) -> bool:
+    """An Interleave whose last axis alternates two phases (stride 2, an even size), of at least
+    PAIRED_PHASE_MIN_ELEMENTS elements per phase: from plain phases `interleave` writes each pair as
+    one complex column. Measured on the suite's per-phase forms against channels-last phases and
+    their transposing copies: 0.5-0.9x the time from 2^19.6 elements a phase up (U-Net 2 and 3,
+    super-resolution at batch 8), 1.08-1.14x below 2^19 (super-resolution and U-Net 1 at batch 1,
+    the DCGAN layers)."""
+    sizes = consumer.outputs[0].shape[2:]
+    if consumer.attr("strides")[-1] != 2 or not all(isinstance(o, int) for o in sizes) or sizes[-1] % 2:
+        return False
+    shape = consumer.outputs[0].shape
+    elements = math.prod(d if isinstance(d, int) else 1 for d in shape)
+    return elements >= PAIRED_PHASE_MIN_ELEMENTS * math.prod(consumer.attr("strides"))
+
+
+# consumer op -> whether a prepacked Conv feeding it leaves its result in plain (N, C, spatial...) memory
+PLAIN_OUTPUT_CONSUMERS: dict[str, Callable[[Node], bool]] = {
+    "DepthToSpaceND": _feeds_row_copies,
+    "Interleave": _feeds_paired_phases,
+}
+
+
+def _plain_consumer(node: Node) -> str | None:
+    """The op of the one consumer for which this Conv's result is better left in plain memory, or None
+    (channels-last, oneDNN's fastest). Grouped (depthwise) convolutions stay channels-last: the
+    plain-output primitive measured 1.2-2x slower there."""
+    uses = node.outputs[0].uses
+    if len(uses) != 1 or node_geometry(node).group != 1:
+        return None
+    consumer = uses[0][0]
+    wants_plain = PLAIN_OUTPUT_CONSUMERS.get(consumer.op)
+    return consumer.op if wants_plain is not None and wants_plain(consumer) else None
+
+
 def _conv_prepacked(
-    b: _Builder, node: Node, x: Any, weights: np.ndarray, padding: list[int], unpadded: bool = False
+    b: _Builder,
+    node: Node,
+    x: Any,
+    weights: np.ndarray,
+    padding: list[int],
+    plain: bool = False,
+    unpadded: bool = False,
 ) -> Any:
-    """Conv through `conv_prepacked`; 1-D runs as 2-D with a unit height (oneDNN packs 2-D and 3-D weights)."""
+    """Conv through `conv_prepacked` (`conv_prepacked_plain` for a `plain` result); 1-D runs as 2-D with
+    a unit height (oneDNN packs 2-D and 3-D weights)."""
     g = node_geometry(node)
     strides, dilations = list(g.strides), list(g.dilations)
     # the shape of x as the convolution sees it (after the asymmetric rest of the pads): a layout hint only;
@@ -674,7 +733,7 @@ def _conv_prepacked(
         torch.from_numpy(np.array(weights, order="C")).to_mkldnn(), padding, strides, dilations, g.group, shape
     )
     y = b.call(
-        conv_prepacked_plain if _feeds_row_copies(node) else conv_prepacked,
+        conv_prepacked_plain if plain else conv_prepacked,
         x,
         b.buffer(packed, node.inputs[1].name + "_packed"),
         b.value(node.input(2)),
