@@ -191,60 +191,76 @@ def interleave_runs(shape, stride, blocks, mode, begins, sizes):
     return tuple(copies)
 
 
+@functools.lru_cache(maxsize=256)
+def depth_to_space_plan(shape, stride, contiguous, floating, on_cpu, blocks, mode, begins, sizes):
+    """How `depth_to_space_nd` places an input of this layout, decided once per layout (the checks cost
+    about 5 us a call, a fifth of a small layer's copies): ("runs", `interleave_runs`), ("pairs",
+    `paired_phase_plan`), ("phases", `phase_copy_plan`) or ("permute", None); see there."""
+    n, c = shape[:2]
+    channels = c // math.prod(blocks)
+    small = n * channels * math.prod(sizes) < (1 << 18)
+    big_blocks = max(blocks) > 2
+    channels_last_fits = not big_blocks and (not small or stride[-1] % 64 == 0)
+    layout = (shape, stride, blocks, mode, begins, sizes)
+    if not on_cpu:  # on a GPU, one permuting copy (each copy below is a kernel launch)
+        return "permute", None
+    if big_blocks if contiguous else channels_last_fits:
+        copies = interleave_runs(*layout)
+        if copies is not None:
+            return "runs", copies
+    if big_blocks or not (contiguous or small):
+        return "permute", None
+    pairs = paired_phase_plan(*layout) if contiguous and floating else None
+    return ("pairs", pairs) if pairs is not None else ("phases", phase_copy_plan(*layout))
+
+
 def depth_to_space_nd(x, blocks, mode, begins, sizes):
     """DepthToSpaceND: channel phase r of row q to output position q·s + r − begin, every spatial axis.
 
-    Three copy patterns, by the layout the producer left and the size (measured on the suite's fused
-    sub-pixel layers):
-    - `interleave_runs` (at most 2^rank strided copies): from a channels-last result with blocks <= 2
-      (one copy; 1.3-1.7x faster than the others on DCGAN 4, the depthwise layer, super-resolution and
-      the 3-D decoder; on a small result only where a position's channels span a multiple of 64
-      elements: there the per-phase reads, a power-of-two step apart, collide in the cache, elsewhere
-      (FCN x2's 84) they are up to 1.5x faster), and from a plain result with larger blocks (FCN x8
-      b8: 0.85x the time of the permuting copy and crop).
-    - blocks <= 2, plain (N, C, Q...) memory or a small channels-last result: one strided copy per phase
-      straight into the cropped output (whole rows read from plain memory); from plain float32 / float64
-      memory with a last block of 2 and an even output, the two phases that alternate along a row as
-      one complex column (`paired_phase_plan`; 0.90-0.96x the time of the large U-Net, super-resolution
-      and 3-D decoder fused layers at batch 8).
-    - otherwise (a channels-last result with larger blocks, where runs were 1.2x slower on FCN x8 b8,
-      an output that is not whole blocks, or a GPU tensor, where each copy is a kernel launch): split
-      the channels in place, one permuting copy, then crop.
+    Four copy patterns, by the layout the producer left and the size (measured on the suite's fused
+    sub-pixel layers; `depth_to_space_plan` picks):
+    - "runs", `interleave_runs` (at most 2^rank strided copies): from a channels-last result with
+      blocks <= 2 (one copy; 1.3-1.7x faster than the others on DCGAN 4, the depthwise layer,
+      super-resolution and the 3-D decoder; on a small result only where a position's channels span a
+      multiple of 64 elements: there the per-phase reads, a power-of-two step apart, collide in the
+      cache, elsewhere (FCN x2's 84) they are up to 1.5x faster), and from a plain result with larger
+      blocks (FCN x8 b8: 0.85x the time of the permuting copy and crop).
+    - "pairs", from plain float32 / float64 memory with a last block of 2 and an even output: the two
+      phases that alternate along a row as one complex column (`paired_phase_plan`; 0.90-0.96x the
+      time of the large U-Net, super-resolution and 3-D decoder fused layers at batch 8).
+    - "phases", blocks <= 2, other plain memory or a small channels-last result: one strided copy per
+      phase straight into the cropped output (whole rows read from plain memory).
+    - "permute", otherwise (a channels-last result with larger blocks, where runs were 1.2x slower on
+      FCN x8 b8, an output that is not whole blocks, or a GPU tensor, where each copy is a kernel
+      launch): split the channels in place, one permuting copy, then crop.
     """
     n, c, *rows = x.shape
-    d = len(blocks)
+    floating = x.dtype in (torch.float32, torch.float64)
+    key = (tuple(blocks), mode, tuple(begins), tuple(sizes))
+    kind, plan = depth_to_space_plan(tuple(x.shape), x.stride(), x.is_contiguous(), floating, x.is_cpu, *key)
     channels = c // math.prod(blocks)
-    small = n * channels * math.prod(sizes) < (1 << 18)  # (inline: the standalone module copies helpers only)
-    big_blocks = max(blocks) > 2
-    channels_last_fits = not big_blocks and (not small or x.stride(-1) % 64 == 0)
-    on_cpu = x.device.type == "cpu"  # on a GPU, one permuting copy (each copy below is a kernel launch)
-    if on_cpu and (big_blocks if x.is_contiguous() else channels_last_fits):
-        copies = interleave_runs(tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
-        if copies is not None:
-            out = x.new_empty((n, channels, *sizes))
-            base = x.storage_offset()
-            for size, source, source_offset, target, target_offset in copies:
-                out.as_strided(size, target, target_offset).copy_(x.as_strided(size, source, base + source_offset))
-            return out
-    if on_cpu and not big_blocks and (x.is_contiguous() or small):
+    base = x.storage_offset()
+    if kind == "runs":
         out = x.new_empty((n, channels, *sizes))
-        base = x.storage_offset()
-        key = (tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes))
-        pairs = paired_phase_plan(*key) if x.is_contiguous() and x.dtype in (torch.float32, torch.float64) else None
-        if pairs is not None:
-            columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))
-            for real, imaginary, target in pairs:
-                torch.complex(
-                    x.as_strided(real[0], real[1], base + real[2]),
-                    x.as_strided(imaginary[0], imaginary[1], base + imaginary[2]),
-                    out=columns.as_strided(*target),
-                )
-            return out
-        for source, target in phase_copy_plan(
-            tuple(x.shape), x.stride(), tuple(blocks), mode, tuple(begins), tuple(sizes)
-        ):
+        for size, source, source_offset, target, target_offset in plan:
+            out.as_strided(size, target, target_offset).copy_(x.as_strided(size, source, base + source_offset))
+        return out
+    if kind == "pairs":
+        out = x.new_empty((n, channels, *sizes))
+        columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))
+        for real, imaginary, target in plan:
+            torch.complex(
+                x.as_strided(real[0], real[1], base + real[2]),
+                x.as_strided(imaginary[0], imaginary[1], base + imaginary[2]),
+                out=columns.as_strided(*target),
+            )
+        return out
+    if kind == "phases":
+        out = x.new_empty((n, channels, *sizes))
+        for source, target in plan:
             out.as_strided(*target).copy_(x.as_strided(source[0], source[1], base + source[2]))
         return out
+    d = len(blocks)
     if mode == "DCR":  # (N, s..., M, Q...)
         grid = x.view(n, *blocks, channels, *rows)
         phase_axes, channel_axis, row_axes = list(range(1, d + 1)), d + 1, list(range(d + 2, 2 * d + 2))
@@ -328,7 +344,7 @@ def interleave(phases, strides, sizes):
     imaginary parts of one complex column: a pass over whole rows of each instead of two element-wise
     strided writes (the large per-phase layers' convolutions leave such phases, `_feeds_paired_phases`)."""
     first = phases[0]
-    if first.device.type != "cpu" and all(p.shape == first.shape for p in phases):
+    if not first.is_cpu and all(p.shape == first.shape for p in phases):
         return interleave_stacked(phases, strides, sizes)
     out = first.new_empty((*first.shape[:2], *sizes))
     pairs_fit = strides[-1] == 2 and sizes[-1] % 2 == 0 and first.dtype in (torch.float32, torch.float64)
@@ -442,6 +458,7 @@ HELPERS: dict[str, Callable] = {
         phase_copy_plan,
         paired_phase_plan,
         interleave_runs,
+        depth_to_space_plan,
         depth_to_space_nd,
         space_to_depth,
         col2im_nd,
