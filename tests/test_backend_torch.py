@@ -1101,8 +1101,9 @@ def test_interleave_on_the_cpu_places_every_bit(shape, strides, sizes, dtype, la
 @pytest.mark.parametrize(
     ("x_shape", "plain"),
     [
-        ((2, 8, 256, 256), True),  # 2^19 elements a phase: plain phases, one complex column per pair
+        ((2, 8, 256, 256), True),  # 2^20 elements a phase: plain phases, one complex column per pair
         ((1, 8, 64, 64), False),  # 2^15: channels-last phases and one copy each
+        ((1, 4, 16, 64, 64), True),  # 3-D: 2^19 elements a phase
     ],
 )
 def test_per_phase_subpixel_convs_pick_their_output_layout(x_shape, plain) -> None:
@@ -1115,8 +1116,9 @@ def test_per_phase_subpixel_convs_pick_their_output_layout(x_shape, plain) -> No
     rng = np.random.default_rng(9)
     graph = Graph("super_resolution")
     x = graph.add_input("x", x_shape, "float32")
-    w = graph.const(rng.standard_normal((8, 4, 3, 3)).astype("float32"), "w")
-    y = graph.op("ConvTranspose", x, w, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])
+    rank = len(x_shape) - 2
+    w = graph.const(rng.standard_normal((x_shape[1], 8, *[3] * rank)).astype("float32"), "w")
+    y = graph.op("ConvTranspose", x, w, strides=[2] * rank, pads=[1] * (2 * rank), output_padding=[1] * rank)
     graph.rename(y, "y")
     graph.outputs.append(y)
     lowered = lowering.lower(graph, "subpixel")

@@ -193,9 +193,9 @@ def interleave_runs(shape, stride, blocks, mode, begins, sizes):
 
 @functools.lru_cache(maxsize=256)
 def depth_to_space_plan(shape, stride, contiguous, floating, on_cpu, blocks, mode, begins, sizes):
-    """How `depth_to_space_nd` places an input of this layout, decided once per layout (the checks cost
-    about 5 us a call, a fifth of a small layer's copies): ("runs", `interleave_runs`), ("pairs",
-    `paired_phase_plan`), ("phases", `phase_copy_plan`) or ("permute", None); see there."""
+    """How `depth_to_space_nd` places an input of this layout, decided once per layout rather than on
+    every call: ("runs", `interleave_runs`), ("pairs", `paired_phase_plan`), ("phases",
+    `phase_copy_plan`) or ("permute", None); see there."""
     n, c = shape[:2]
     channels = c // math.prod(blocks)
     small = n * channels * math.prod(sizes) < (1 << 18)
