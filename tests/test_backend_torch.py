@@ -9,6 +9,7 @@ Every op of the registry also has direct cases of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -197,6 +198,23 @@ def test_conv_transpose_configurations(case: Case, strategy: str | None) -> None
     got = lowering.compile(lowered, backend="torch")(feeds)
     assert got["y"].dtype == np.dtype(case.dtype)
     assert_close(got["y"], want["y"], TOLERANCE[case.dtype])
+
+
+@pytest.mark.parametrize("strategy", ["subpixel", "subpixel-fused"])
+@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
+def test_plain_phase_paths_on_every_configuration(case: Case, strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the size thresholds at zero, every prepacked phase convolution that may leave a plain
+    result does (DepthToSpaceND row copies and complex pairs, Interleave pairs from over-padded,
+    cropped phases): every geometry of the suite, as float32 with constant weights (what oneDNN
+    prepacks), still equals the float64 reference."""
+    from lowering.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "PLAIN_PHASE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(torch_backend, "PAIRED_PHASE_MIN_ELEMENTS", 0)
+    graph, feeds = dataclasses.replace(case, dtype="float32", weights_as_input=False).build()
+    want = evaluate(graph, feeds)
+    got = lowering.compile(lower(graph, strategy), backend="torch")(feeds)
+    assert_close(got["y"], want["y"], TOLERANCE["float32"])
 
 
 def test_random_cases_cover_the_features() -> None:
