@@ -133,6 +133,12 @@ def phase_copy_plan(shape, stride, blocks, mode, begins, sizes):
     return tuple(plan)
 
 
+def complex_pairable(x):
+    """Whether two phases of this tensor's type can travel as one complex column: torch has complex
+    types for float32 and float64 only (float16 graphs compute in float32 here)."""
+    return x.dtype in (torch.float32, torch.float64)
+
+
 @functools.lru_cache(maxsize=256)
 def paired_phase_plan(shape, stride, blocks, mode, begins, sizes):
     """`phase_copy_plan` with the two phases of a last axis of block 2 taken together: the phase
@@ -235,9 +241,8 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
       launch): split the channels in place, one permuting copy, then crop.
     """
     n, c, *rows = x.shape
-    floating = x.dtype in (torch.float32, torch.float64)
     key = (tuple(blocks), mode, tuple(begins), tuple(sizes))
-    kind, plan = depth_to_space_plan(tuple(x.shape), x.stride(), x.is_contiguous(), floating, x.is_cpu, *key)
+    kind, plan = depth_to_space_plan(tuple(x.shape), x.stride(), x.is_contiguous(), complex_pairable(x), x.is_cpu, *key)
     channels = c // math.prod(blocks)
     base = x.storage_offset()
     if kind == "runs":
@@ -347,20 +352,27 @@ def interleave(phases, strides, sizes):
     if not first.is_cpu and all(p.shape == first.shape for p in phases):
         return interleave_stacked(phases, strides, sizes)
     out = first.new_empty((*first.shape[:2], *sizes))
-    pairs_fit = strides[-1] == 2 and sizes[-1] % 2 == 0 and first.dtype in (torch.float32, torch.float64)
+    residues = list(itertools.product(*(range(s) for s in strides)))
+    # the rows of each phase that land in the output (its last rows fall off where s does not divide o)
+    kept = [
+        (
+            slice(None),
+            slice(None),
+            *(slice(0, len(range(r, o, s))) for r, s, o in zip(res, strides, sizes, strict=True)),
+        )
+        for res in residues
+    ]
+    pairs_fit = strides[-1] == 2 and sizes[-1] % 2 == 0 and complex_pairable(first)
     if pairs_fit and all(p.stride(-1) == 1 for p in phases):  # plain rows: residues 0 and 1 of the last axis
         columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))  # as one complex column
-        residues = list(itertools.product(*(range(s) for s in strides)))
-        for real, imaginary, residue in zip(phases[::2], phases[1::2], residues[::2], strict=True):
-            counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
-            rows = (slice(None), slice(None), *(slice(0, c) for c in counts))
-            leading = (slice(r, None, s) for r, s in zip(residue[:-1], strides[:-1], strict=True))
-            torch.complex(real[rows], imaginary[rows], out=columns[(slice(None), slice(None), *leading)])
+        for i in range(0, len(phases), 2):
+            leading = (slice(r, None, s) for r, s in zip(residues[i][:-1], strides[:-1], strict=True))
+            target = columns[(slice(None), slice(None), *leading)]
+            torch.complex(phases[i][kept[i]], phases[i + 1][kept[i + 1]], out=target)
         return out
-    for phase, residue in zip(phases, itertools.product(*(range(s) for s in strides)), strict=True):
-        counts = [len(range(r, o, s)) for r, s, o in zip(residue, strides, sizes, strict=True)]
+    for phase, residue, rows in zip(phases, residues, kept, strict=True):
         target = tuple(slice(r, None, s) for r, s in zip(residue, strides, strict=True))
-        out[(slice(None), slice(None), *target)] = phase[(slice(None), slice(None), *(slice(0, c) for c in counts))]
+        out[(slice(None), slice(None), *target)] = phase[rows]
     return out
 
 
@@ -456,6 +468,7 @@ HELPERS: dict[str, Callable] = {
         depth_to_space_dcr,
         phase_steps_of,
         phase_copy_plan,
+        complex_pairable,
         paired_phase_plan,
         interleave_runs,
         depth_to_space_plan,
@@ -649,8 +662,8 @@ def _overpad(g) -> tuple[list[int], list[int]] | None:
     per-phase sub-pixel form then read one shared input instead of each padding its own copy
     (0.58-0.93x their time on the suite's 2-D layers). None where F.pad's copy stays: a negative pad
     (a crop), extra outputs off the stride grid or above OVERPAD_MAX_EXTRA of the work, or 1-D (the
-    vocoder's eight phases measured 1.0-1.08x). A plain-output Conv (its consumer wants whole rows)
-    is not asked."""
+    vocoder's eight phases measured 1.0-1.08x). A Conv feeding a DepthToSpaceND's row copies in plain
+    memory is not asked (they want whole rows)."""
     if g.rank < 2 or g.pads_begin == g.pads_end or min(*g.pads_begin, *g.pads_end) < 0:
         return None
     wider = [max(pb, pe) for pb, pe in zip(g.pads_begin, g.pads_end, strict=True)]
@@ -680,11 +693,10 @@ def _feeds_row_copies(consumer: Node) -> bool:
     decoder at batch 1: eight of 2^15; FCN x8 at batch 1) oneDNN's plain-output primitive is the
     slower one."""
     blocks = consumer.attr("blocks")
-    shape = consumer.outputs[0].shape
-    if max(blocks) > 2 and any(not isinstance(o, int) or o % s for o, s in zip(shape[2:], blocks, strict=True)):
+    sizes = consumer.outputs[0].shape[2:]
+    if max(blocks) > 2 and any(not isinstance(o, int) or o % s for o, s in zip(sizes, blocks, strict=True)):
         return False  # not whole blocks: the permuting copy, measured from channels-last only
-    elements = math.prod(d if isinstance(d, int) else 1 for d in shape)
-    return elements >= PLAIN_PHASE_MIN_ELEMENTS * math.prod(blocks)
+    return _elements_per_phase(consumer, blocks) >= PLAIN_PHASE_MIN_ELEMENTS
 
 
 def _feeds_paired_phases(consumer: Node) -> bool:
@@ -694,12 +706,16 @@ def _feeds_paired_phases(consumer: Node) -> bool:
     their transposing copies: 0.5-0.9x the time from 2^19.6 elements a phase up (U-Net 2 and 3,
     super-resolution at batch 8), 1.08-1.14x below 2^19 (super-resolution and U-Net 1 at batch 1,
     the DCGAN layers)."""
+    strides = consumer.attr("strides")
     sizes = consumer.outputs[0].shape[2:]
-    if consumer.attr("strides")[-1] != 2 or not all(isinstance(o, int) for o in sizes) or sizes[-1] % 2:
+    if strides[-1] != 2 or not all(isinstance(o, int) for o in sizes) or sizes[-1] % 2:
         return False
-    shape = consumer.outputs[0].shape
-    elements = math.prod(d if isinstance(d, int) else 1 for d in shape)
-    return elements >= PAIRED_PHASE_MIN_ELEMENTS * math.prod(consumer.attr("strides"))
+    return _elements_per_phase(consumer, strides) >= PAIRED_PHASE_MIN_ELEMENTS
+
+
+def _elements_per_phase(consumer: Node, strides: list[int]) -> float:
+    """The consumer's output elements per phase (a symbolic axis counted as 1)."""
+    return math.prod(d if isinstance(d, int) else 1 for d in consumer.outputs[0].shape) / math.prod(strides)
 
 
 # consumer op -> whether a prepacked Conv feeding it leaves its result in plain (N, C, spatial...) memory
