@@ -28,6 +28,7 @@ from .measure import (
     result_to_json,
     thread_settings,
 )
+from .resample import verdict
 
 DEFAULT_BACKENDS = ("torch", "onnx", "numpy")
 
@@ -143,6 +144,13 @@ def _fmt_time(seconds: float) -> str:
 
 def _ratio(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _ratio_with_interval(value: float | None, interval: list[float] | None) -> str:
+    """ "0.97x (0.93-1.01)": the ratio and its 95% interval (`lowering.resample`)."""
+    if value is None or math.isnan(value):
+        return "-"
+    return _ratio(value) + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
 
 
 def render(results: list[LayerResult], peak: float) -> None:
@@ -352,6 +360,11 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# summary keys -> how the verdict line names them (the ratios the per-layer targets are about)
+JUDGED_RATIOS = {"auto_torch_vs_torch": "auto/torch vs torch native", "auto_onnx_vs_onnx": "auto/onnx vs ORT"}
+PLAIN_RATIO_COLUMNS = ("best_auto_vs_best_native", "auto_torch_vs_torch_prepacked")
+
+
 def static_pick_cost(result: LayerResult, backend: str) -> float | None:
     """Time of the strategy the static cost model picks / time of the measured best, on one backend."""
     by = {m.strategy: m for m in result.measurements if m.status == "ok" and m.backend == backend and m.device == "cpu"}
@@ -368,7 +381,9 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="auto against the native kernels (ratios of medians; < 1 is faster)", title_justify="left")
+    table = Table(
+        title="auto against the native kernels (ratios of medians, 95% interval; < 1 is faster)", title_justify="left"
+    )
     backends = ("torch", "onnx", "numpy")
     columns = [
         "layer",
@@ -395,6 +410,8 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
         row = {
             "auto_torch_vs_torch": torch_auto.vs_torch_native if torch_auto else None,
             "auto_onnx_vs_onnx": onnx_auto.vs_onnx_native if onnx_auto else None,
+            "auto_torch_vs_torch_interval": torch_auto.vs_torch_native_interval if torch_auto else None,
+            "auto_onnx_vs_onnx_interval": onnx_auto.vs_onnx_native_interval if onnx_auto else None,
             "best_auto_vs_best_native": min(autos) / min(natives) if autos and natives else None,
             "auto_torch_vs_torch_prepacked": torch_auto.median_s / prepacked.median_s
             if torch_auto and prepacked
@@ -404,13 +421,30 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
         summary["layers"][r.name] = row
         table.add_row(
             r.name,
-            *(_ratio(v) if v is not None else "-" for v in list(row.values())[:4]),
+            _ratio_with_interval(row["auto_torch_vs_torch"], row["auto_torch_vs_torch_interval"]),
+            _ratio_with_interval(row["auto_onnx_vs_onnx"], row["auto_onnx_vs_onnx_interval"]),
+            *(
+                _ratio(row[key]) if row[key] is not None else "-"
+                for key in ("best_auto_vs_best_native", "auto_torch_vs_torch_prepacked")
+            ),
             *(_ratio(costs[b]) if costs[b] is not None else "-" for b in backends),
         )
     for b, flags in hits.items():
         if flags:
             summary["static_within_10_percent"][b] = sum(flags) / len(flags)
     Console(width=200).print(table)
+    for key, label in (
+        ("auto_torch_vs_torch", "auto/torch vs torch native"),
+        ("auto_onnx_vs_onnx", "auto/onnx vs ORT"),
+    ):
+        verdicts = [verdict(row[key], row[f"{key}_interval"]) for row in summary["layers"].values() if row[key]]
+        if verdicts:
+            counts = {v: verdicts.count(v) for v in ("met", "tie", "slower")}
+            summary.setdefault("verdicts", {})[key] = counts
+            print(
+                f"{label}: <= 1.00x on {counts['met']}/{len(verdicts)} layers; above 1.00x but with 1.00x inside "
+                f"the 95% interval (a tie this run cannot split) on {counts['tie']}; slower on {counts['slower']}"
+            )
     shares = ", ".join(f"{b} {100 * v:.0f}%" for b, v in summary["static_within_10_percent"].items())
     print(f"static cost model within 10% of the measured best strategy: {shares or '-'}")
     return summary

@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import LoweringError
 from .ir import Graph
+from .resample import median_ratio_interval
 
 NATIVE = "native"  # the runtime's own ConvTranspose as users call it (PyTorch: eager conv_transpose)
 NATIVE_PREPACKED = "native-prepacked"  # PyTorch's ConvTranspose with weights reordered once (torch.compile freezing)
@@ -57,6 +58,9 @@ class Measurement:
     peak_fraction: float = float("nan")
     vs_torch_native: float = float("nan")
     vs_onnx_native: float = float("nan")
+    # the 95% bootstrap intervals of those two ratios (`lowering.resample`): a tie or a real difference
+    vs_torch_native_interval: list[float] | None = None
+    vs_onnx_native_interval: list[float] | None = None
     peak_extra_bytes: int | None = None
     max_abs_error: float = float("nan")
     max_rel_error: float = float("nan")
@@ -342,15 +346,29 @@ def _runtime_groups(variants: list[Variant]) -> list[list[Variant]]:
     return list(groups.values())
 
 
+# the variants the bench's targets compare (auto against each native kernel) get this many shares of
+# a layer's budget, every other strategy one: their medians decide the verdicts, so they get the samples
+JUDGED_STRATEGIES = (*NATIVES, "auto")
+JUDGED_SHARES = 3
+
+
+def _shares(v: Variant) -> int:
+    return JUDGED_SHARES if v.measurement.strategy in JUDGED_STRATEGIES else 1
+
+
 def _samples_wanted(
     variants: list[Variant], single: dict[int, float], budget_s: float, min_rounds: int, max_rounds: int
 ) -> dict[int, int]:
-    """Timed calls per variant: each gets an equal share of the budget (a timed call and its untimed one
-    both count), at least `min_rounds`, at most `max_rounds`. A slow variant (a 30 ms sparse matrix) no
-    longer holds the fast ones of the same layer to a handful of samples; once a variant has its
-    samples it drops out of the later rounds."""
-    share = budget_s / max(1, len(variants))
-    return {id(v): int(min(max_rounds, max(min_rounds, share / (2 * max(single[id(v)], 1e-7))))) for v in variants}
+    """Timed calls per variant: each gets its shares of the budget (a timed call and its untimed one
+    both count; `JUDGED_SHARES` for auto and the natives, one for every other strategy), at least
+    `min_rounds`, at most `max_rounds`. A slow variant (a 30 ms sparse matrix) no longer holds the fast
+    ones of the same layer to a handful of samples; once a variant has its samples it drops out of the
+    later rounds."""
+    share = budget_s / max(1, sum(_shares(v) for v in variants))
+    return {
+        id(v): int(min(max_rounds, max(min_rounds, _shares(v) * share / (2 * max(single[id(v)], 1e-7)))))
+        for v in variants
+    }
 
 
 def time_steady_state(
@@ -474,14 +492,19 @@ def measure_layer(
         m.q1_s, m.q3_s = _quantiles(samples)
         m.gflops = 2 * macs / m.median_s / 1e9
         m.peak_fraction = m.gflops / peak_gflops if peak_gflops else float("nan")
-    natives = {
-        m.backend: m.median_s for m in (v.measurement for v in live) if m.strategy == NATIVE and m.device == "cpu"
+    native_samples = {
+        v.measurement.backend: times[id(v)]
+        for v in live
+        if v.measurement.strategy == NATIVE and v.measurement.device == "cpu"
     }
-    for v in variants:
+    for v in live:
         m = v.measurement
-        if m.status == "ok":
-            m.vs_torch_native = m.median_s / natives["torch"] if "torch" in natives else float("nan")
-            m.vs_onnx_native = m.median_s / natives["onnx"] if "onnx" in natives else float("nan")
+        for backend, field_name in (("torch", "vs_torch_native"), ("onnx", "vs_onnx_native")):
+            if backend in native_samples:
+                reference = native_samples[backend]
+                setattr(m, field_name, m.median_s / statistics.median(reference))
+                interval = median_ratio_interval(times[id(v)], reference, seed=seed)
+                setattr(m, field_name + "_interval", list(interval))
     result.measurements = [v.measurement for v in variants]
     return result
 

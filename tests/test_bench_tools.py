@@ -85,3 +85,37 @@ def test_a_gpu_run_fits_tables_of_its_own_and_leaves_the_cpu_ones(tmp_path):
         assert getattr(model, name)["torch"] == getattr(cpu_only, name)["torch"]
     for table, key, (low, high) in fit.parameters(model, {"torch:cuda"}):
         assert low <= table[key] <= high, key
+
+
+def test_report_shows_intervals_and_tells_ties_from_losses(tmp_path, capsys):
+    """auto 0.90x (met), 1.03x with 1.00x inside its interval (a tie) and 1.08x beyond it (slower)."""
+
+    def layer(name: str, torch_ratio: float, interval: list[float]) -> dict:
+        def m(strategy: str, backend: str, seconds: float, **extra) -> dict:
+            return dict(
+                strategy=strategy, backend=backend, label=f"{strategy}/{backend}", status="ok", median_s=seconds,
+                peak_fraction=0.5, **extra,
+            )  # fmt: skip
+
+        return {
+            "name": name,
+            "useful_macs": 10**9,
+            "measurements": [
+                m("native", "torch", 1e-3),
+                m("native", "onnx", 2e-3),
+                m("auto", "torch", torch_ratio * 1e-3, vs_torch_native_interval=interval),
+                m("auto", "onnx", 1e-3, vs_onnx_native_interval=[0.45, 0.55]),
+                m("subpixel", "numpy", 3e-3),
+            ],
+        }
+
+    run = tmp_path / "run.json"
+    layers = [layer("a", 0.90, [0.85, 0.95]), layer("b", 1.03, [0.99, 1.07]), layer("c", 1.08, [1.05, 1.11])]
+    run.write_text(json.dumps({"peak_gflops": {"peak": 400.0}, "layers": layers}))
+    load("report").main(str(run))
+    out = capsys.readouterr().out
+    assert "| b | 1.000 | 1.000 | 2.000 | 1.03x (0.99-1.07) | 0.50x (0.45-0.55) |" in out
+    assert "auto/torch <= 1.00x on 1/3 layers, auto/onnx <= 1.00x on 3/3" in out
+    assert "auto/torch vs torch above 1.00x: 1 with 1.00x inside the 95% interval" in out
+    assert "1 slower beyond it" in out
+    assert "auto/onnx vs ORT above 1.00x" not in out

@@ -190,10 +190,15 @@ def test_bench_on_a_small_suite_layer_writes_json_with_summary(tmp_path):
     assert set(summary) == {
         "auto_torch_vs_torch",
         "auto_onnx_vs_onnx",
+        "auto_torch_vs_torch_interval",
+        "auto_onnx_vs_onnx_interval",
         "best_auto_vs_best_native",
         "auto_torch_vs_torch_prepacked",
         "static_pick_cost",
     }
+    low, high = summary["auto_onnx_vs_onnx_interval"]
+    assert low <= summary["auto_onnx_vs_onnx"] <= high
+    assert set(data["summary"]["verdicts"]["auto_onnx_vs_onnx"]) == {"met", "tie", "slower"}
     if "native-prepacked/torch" in labels:  # PyTorch's ConvTranspose with weights reordered once (oneDNN builds)
         prepacked = next(m for m in layer["measurements"] if m["label"] == "native-prepacked/torch")
         auto = next(m for m in layer["measurements"] if m["label"] == "auto/torch")

@@ -118,3 +118,68 @@ def test_samples_by_spreads_evenly():
             measure._samples_by(i + 1, wanted, rounds) - measure._samples_by(i, wanted, rounds) for i in range(rounds)
         ]
         assert set(taken) <= {0, 1} and sum(taken) == wanted
+
+
+def test_auto_and_the_natives_get_three_shares_of_the_budget(monkeypatch):
+    """Their medians decide the bench's verdicts, so they get more samples than the other strategies."""
+    clock = {"now": 0.0}
+    step = 2**-10
+    labels = ["native/torch", "auto/torch", "subpixel/torch"]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+    runs = measure_fakes(
+        monkeypatch,
+        labels,
+        call=lambda label: clock.__setitem__("now", clock["now"] + step),
+        timed=lambda label: step,
+        budget_s=700 * step,  # 7 shares of 100 steps: 50 timed (+ 50 untimed) calls a share
+        min_rounds=3,
+        max_rounds=500,
+    )
+    assert runs == {"native/torch": 150, "auto/torch": 150, "subpixel/torch": 50}
+
+
+def test_ratios_to_the_natives_come_with_their_intervals(monkeypatch):
+    clock = {"now": 0.0}
+    seconds = {"native/torch": 2**-10, "native/onnx": 2**-9, "auto/torch": 2**-11}
+    noise = itertools.cycle([0.98, 1.0, 1.02, 1.01, 0.99])
+
+    def result():
+        monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+        graph = parse_layer("N=1 C=2 M=2 in=3x3 k=3 s=2 p=1")
+
+        def fake_variants(graph, inputs, strategies, backends, devices, threads, tune):
+            expected = evaluate(graph, inputs)
+            return (
+                [
+                    measure.Variant(
+                        measure.Measurement(*label.split("/"), "cpu"),
+                        call=lambda label=label: clock.__setitem__("now", clock["now"] + seconds[label]),
+                        outputs=lambda: expected,
+                        timed=lambda label=label: seconds[label] * next(noise),
+                    )
+                    for label in seconds
+                ],
+                {},
+                {},
+            )
+
+        monkeypatch.setattr(measure, "build_variants", fake_variants)
+        return measure.measure_layer(
+            "toy",
+            "s",
+            graph,
+            strategies=[],
+            backends=["torch", "onnx"],
+            devices=["cpu"],
+            threads=1,
+            peak_gflops=1.0,
+            budget_s=0.1,
+        )
+
+    by = {m.label: m for m in result().measurements}
+    auto = by["auto/torch"]
+    low, high = auto.vs_torch_native_interval
+    assert low <= auto.vs_torch_native <= high and low > 0.45 and high < 0.55  # about half, with 2% noise
+    low, high = auto.vs_onnx_native_interval
+    assert low <= auto.vs_onnx_native <= high and low > 0.22 and high < 0.28
+    assert by["native/torch"].vs_torch_native == 1.0

@@ -9,10 +9,17 @@ import json
 import math
 import sys
 
+from lowering.resample import verdict
+
 
 def geomean(values: list[float]) -> float:
     values = [v for v in values if v and math.isfinite(v)]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def with_interval(ratio: float, interval: list[float] | None) -> str:
+    """The ratio and, where the run recorded it, its 95% bootstrap interval."""
+    return f"{ratio:.2f}x" + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
 
 
 def main(path: str) -> None:
@@ -28,6 +35,7 @@ def main(path: str) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     ratios: dict[str, list[float]] = {"torch": [], "onnx": [], "best": [], "numpy": [], "prepacked": []}
     wins = {"torch": 0, "onnx": 0, "best": 0, "prepacked": 0}
+    verdicts: dict[str, list[str]] = {"torch": [], "onnx": []}
     for layer in data["layers"]:
         ok = {m["label"]: m for m in layer["measurements"] if m["status"] == "ok"}
         nt, no = ok["native/torch"]["median_s"], ok["native/onnx"]["median_s"]
@@ -47,6 +55,10 @@ def main(path: str) -> None:
         ratios["numpy"].append(numpy_best / nt)
         wins["torch"] += rt <= 1.0
         wins["onnx"] += ro <= 1.0
+        it, io = at.get("vs_torch_native_interval"), ao.get("vs_onnx_native_interval")
+        for backend, ratio, interval in (("torch", rt, it), ("onnx", ro, io)):
+            if interval is not None:  # runs before the bench recorded intervals have no verdict
+                verdicts[backend].append(verdict(ratio, interval))
         wins["best"] += best_auto["median_s"] < nt and best_auto["median_s"] < no
         prepacked = ok.get("native-prepacked/torch")
         rp = at["median_s"] / prepacked["median_s"] if prepacked else None
@@ -57,8 +69,9 @@ def main(path: str) -> None:
         cost = data.get("summary", {}).get("layers", {}).get(layer["name"], {}).get("static_pick_cost", {})
         fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
         print(
-            f"| {layer['name']} | {layer['useful_macs'] / 1e9:.3f} | {nt * 1e3:.3f} | {no * 1e3:.3f} | {rt:.2f}x | "
-            f"{ro:.2f}x | {rb:.2f}x ({best_auto['backend']}) | {100 * best_auto['peak_fraction']:.0f}% | "
+            f"| {layer['name']} | {layer['useful_macs'] / 1e9:.3f} | {nt * 1e3:.3f} | {no * 1e3:.3f} | "
+            f"{with_interval(rt, it)} | {with_interval(ro, io)} | {rb:.2f}x ({best_auto['backend']}) | "
+            f"{100 * best_auto['peak_fraction']:.0f}% | "
             f"{numpy_best / nt:.2f}x | {fmt(cost.get('torch'))} / {fmt(cost.get('onnx'))} | "
             f"{prepacked_ms} | {fmt(rp)} |"
         )
@@ -70,6 +83,13 @@ def main(path: str) -> None:
         f"auto/torch <= 1.00x on {wins['torch']}/{n} layers, auto/onnx <= 1.00x on {wins['onnx']}/{n}, "
         f"best auto faster than both natives on {wins['best']}/{n}."
     )
+    for backend, label in (("torch", "auto/torch vs torch"), ("onnx", "auto/onnx vs ORT")):
+        above = [v for v in verdicts[backend] if v != "met"]
+        if above:
+            print(
+                f"{label} above 1.00x: {above.count('tie')} with 1.00x inside the 95% interval (a tie the run "
+                f"cannot split), {above.count('slower')} slower beyond it."
+            )
     if ratios["prepacked"]:
         print(
             f"Against PyTorch's prepacked ConvTranspose: auto/torch {geomean(ratios['prepacked']):.2f}x "
