@@ -390,11 +390,12 @@ def _rewrite_for(graph: Graph, node: Node, opset: int) -> Callable[[Graph, Node]
 def legalize_for_onnx(graph: Graph, opset: int) -> Graph:
     """A copy of `graph` with every op of this project's domain expanded into standard ops of `opset`
     (and runtime defects worked around); `graph` itself if there is nothing to do."""
-    if not any(_rewrite_for(graph, n, opset) for n in graph.nodes):
+    plans = [(index, rewrite) for index, n in enumerate(graph.nodes) if (rewrite := _rewrite_for(graph, n, opset))]
+    if not plans:
         return graph
-    graph = graph.copy()
-    rewrites = [(n, rewrite) for n in graph.nodes if (rewrite := _rewrite_for(graph, n, opset))]
-    for node, rewrite in rewrites:
+    graph = graph.copy()  # node for node and in order, so each plan's index names the same node in the copy
+    nodes = list(graph.nodes)
+    for node, rewrite in ((nodes[index], rewrite) for index, rewrite in plans):
         replacement = rewrite(graph, node)
         graph.replace_all_uses_with(node.outputs[0], replacement)
         operands = [v for v in node.inputs if v is not None and v.is_initializer]
