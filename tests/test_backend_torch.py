@@ -1015,8 +1015,10 @@ def test_depth_to_space_nd_copy_patterns_from_channels_last_equal_the_reference(
     equals the reference DepthToSpaceND, on plain input too."""
     import torch
 
-    from lowering.backends.torch_backend import depth_to_space_nd, interleave_runs
+    from lowering.backends.torch_kernels import depth_to_space_nd, interleave_runs, load_torch
     from lowering.reference import evaluate
+
+    load_torch()  # the helpers run after the backend has imported torch for them
 
     x = np.random.default_rng(5).standard_normal(shape).astype("float32")
     graph = Graph("d2s")
@@ -1053,10 +1055,10 @@ def test_depth_to_space_nd_pairs_alternating_phases_bit_for_bit(
     places it."""
     import torch
 
-    from lowering.backends.torch_backend import _load_torch, depth_to_space_nd, paired_phase_plan
+    from lowering.backends.torch_kernels import depth_to_space_nd, load_torch, paired_phase_plan
     from lowering.reference import evaluate
 
-    _load_torch()
+    load_torch()
     x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
     x.flat[::7], x.flat[1::11], x.flat[2::13], x.flat[3::17] = np.nan, -0.0, np.inf, -np.inf
     graph = Graph("d2s")
@@ -1093,9 +1095,9 @@ def test_interleave_on_the_cpu_places_every_bit(shape, strides, sizes, dtype, la
     channels-last or cropped (over-padded) phases."""
     import torch
 
-    from lowering.backends.torch_backend import _load_torch, interleave
+    from lowering.backends.torch_kernels import interleave, load_torch
 
-    _load_torch()
+    load_torch()
     rng = np.random.default_rng(8)
     phases = [rng.standard_normal(shape).astype(dtype) for _ in range(int(np.prod(strides)))]
     for p in phases:
@@ -1223,7 +1225,9 @@ def test_interleave_by_stacking_equals_the_reference(shape, strides, sizes) -> N
     """The GPU form of Interleave (one stack, one permuting copy, a crop), run here on the CPU."""
     import torch
 
-    from lowering.backends.torch_backend import interleave_stacked
+    from lowering.backends.torch_kernels import interleave_stacked, load_torch
+
+    load_torch()
 
     rng = np.random.default_rng(7)
     phases = [rng.standard_normal(shape).astype("float32") for _ in range(int(np.prod(strides)))]
