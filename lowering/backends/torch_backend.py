@@ -111,7 +111,7 @@ class _Builder:
         self.fx = torch.fx.Graph()
         self.root = torch.nn.Module()
         self.env: dict[int, Any] = {}
-        self.converted_env: dict[tuple[int, bool], Any] = {}
+        self.converted_env: dict[int, Any] = {}
         self.buffer_names: set[str] = set()
         self.placeholder_names: set[str] = set()
 
@@ -152,24 +152,18 @@ class _Builder:
         return self.fx.get_attr(name)
 
     def conv_input(self, value: Value, plain: bool = False) -> Any:
-        """`value` as the input of a oneDNN convolution: converted once when several convolutions read
-        it (oneDNN converts a plain input on every call otherwise: the per-phase sub-pixel form's
-        phases all read one input), to channels-last memory, or to a oneDNN tensor for convolutions
-        with a `plain` result; as it is otherwise (a single conversion inside oneDNN measured no
-        slower than an explicit one)."""
+        """`value` as the input of a oneDNN convolution: converted to channels-last memory once when
+        several convolutions with a channels-last result read it (oneDNN converts a plain input on every
+        call otherwise: the per-phase sub-pixel form's phases all read one input); as it is for a
+        single reader (a conversion inside oneDNN measured no slower than an explicit one) and for
+        convolutions with a `plain` result, which read plain memory (`conv_prepacked_plain`)."""
         readers = sum(1 for node, _ in value.uses if node.op == "Conv")
         fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(value.shape))
-        if readers < 2 or fmt is None:
+        if plain or readers < 2 or fmt is None:
             return self.value(value)
-        key = (id(value), plain)
-        if key not in self.converted_env:
-            converted = (
-                self.method("to_mkldnn", self.value(value))
-                if plain
-                else self.method("contiguous", self.value(value), memory_format=fmt)
-            )
-            self.converted_env[key] = converted
-        return self.converted_env[key]
+        if id(value) not in self.converted_env:
+            self.converted_env[id(value)] = self.method("contiguous", self.value(value), memory_format=fmt)
+        return self.converted_env[id(value)]
 
     # calls
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:

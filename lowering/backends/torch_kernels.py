@@ -394,9 +394,11 @@ def scatter_nd(data, indices, updates, reduction):
 
 def conv_prepacked_plain(x, packed, bias, padding, stride, dilation, groups):
     """`conv_prepacked` with the result in plain (N, C, spatial...) memory, for consumers that read
-    whole rows per channel (DepthToSpaceND's per-phase copies): oneDNN converts as it finishes."""
-    source = x if x.is_mkldnn else x.to_mkldnn()  # converted once already where several convolutions read x
-    return torch.mkldnn_convolution(source, packed, bias, padding, stride, dilation, groups).to_dense()
+    whole rows per channel (DepthToSpaceND's per-phase copies): a plain dense input in, oneDNN's own
+    conversions on the way in and out. Converting the input to a oneDNN tensor first (shared by the
+    per-phase form's convolutions) and the result back with `to_dense` measured 1.02-1.09x the time
+    of U-Net, the 3-D decoder b8 and super-resolution b8."""
+    return torch.mkldnn_convolution(x, packed, bias, padding, stride, dilation, groups)
 
 
 def conv_transpose_prepacked(x, packed, bias, window, groups):
