@@ -15,6 +15,7 @@ from lowering.errors import LoweringError
 from lowering.geometry import ConvTransposeGeometry, node_geometry
 from lowering.ir import Graph, Node
 
+from . import tuning
 from .base import PassResult, register_pass
 from .cost_model import estimate_seconds
 from .matrix import DEFAULT_BUDGET
@@ -32,17 +33,18 @@ class Decision:
     declined: dict[str, str]
     measured: dict[str, float] | None = None  # with --tune: median seconds per candidate
     cached: bool = False
+    margin: float = 0.0  # with --tune: how much faster than the static pick a candidate had to measure
 
     @property
     def static_choice(self) -> str:
         return self.candidates[0][0].strategy
 
     def explain(self) -> str:
-        how = (
-            ""
-            if self.measured is None
-            else f" (measured{', cached' if self.cached else ''}; static model: {self.static_choice})"
-        )
+        how = ""
+        if self.measured is not None:
+            fastest = min(self.measured, key=self.measured.__getitem__)
+            kept = f"; fastest measured: {fastest}, within {self.margin:.0%}" if fastest != self.chosen else ""
+            how = f" (measured{', cached' if self.cached else ''}; static model: {self.static_choice}{kept})"
         lines = [f"{self.node}: {self.chosen}{how}"]
         for cost, seconds in self.candidates:
             mark = "*" if cost.strategy == self.chosen else " "
@@ -76,11 +78,14 @@ class AutoLowering(LoweringStrategy):
     tune: bool = False  # measure the candidates on the backend (cached) instead of trusting the model
     device: str = "cpu"
     tune_seconds: float = 0.5
+    tune_margin: float = tuning.OVERRIDE_MARGIN  # --tune: how much faster a candidate must measure to win
     decisions: list[Decision] = field(default_factory=list, repr=False, init=False)
 
     def decide(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> tuple[LoweringStrategy, Decision]:
         if self.backend not in BACKENDS:
             raise LoweringError(f"auto: backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
+        if not self.tune_margin >= 0:
+            raise LoweringError(f"auto: tune_margin must be a share >= 0 (0.1: 10% faster), got {self.tune_margin}")
         strategies = candidate_strategies(min(self.matrix_budget, DEFAULT_BUDGET))
         scored: list[tuple[Cost, float]] = []
         declined: dict[str, str] = {}
@@ -99,12 +104,11 @@ class AutoLowering(LoweringStrategy):
         decision = Decision(node.name or node.outputs[0].name, chosen, scored, declined)
         if self.tune:
             decision.measured, decision.cached = self._measured(graph, node, geometry, strategies, scored)
-            decision.chosen = chosen = min(decision.measured, key=decision.measured.get)  # type: ignore[arg-type]
+            decision.margin = self.tune_margin
+            decision.chosen = chosen = tuning.measured_choice(decision.measured, chosen, self.tune_margin)
         return strategies[chosen], decision
 
     def _measured(self, graph, node, geometry, strategies, scored) -> tuple[dict[str, float], bool]:
-        from . import tuning
-
         key = tuning.signature(graph, node, geometry, self.backend, self.device)
         entry = tuning.load_cache().get(key)
         if entry is not None:
@@ -113,7 +117,7 @@ class AutoLowering(LoweringStrategy):
         seconds = tuning.measure(graph, node, candidates, self.backend, self.device, self.tune_seconds)
         if not seconds:
             raise LoweringError(f"{node.label}: auto --tune could not run any candidate on {self.backend}")
-        tuning.store(key, {"seconds": seconds, "chosen": min(seconds, key=seconds.get)})  # type: ignore[arg-type]
+        tuning.store(key, {"seconds": seconds, "fastest": min(seconds, key=seconds.__getitem__)})
         return seconds, False
 
     def run(self, graph: Graph) -> PassResult:

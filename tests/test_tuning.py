@@ -20,14 +20,49 @@ def test_tune_measures_caches_and_stays_correct(tmp_path, monkeypatch):
     assert "measured" in note.splitlines()[0] and "cached" not in note.splitlines()[0]
     cache = json.loads((tmp_path / "tune.json").read_text())
     (entry,) = cache.values()
-    assert entry["chosen"] == min(entry["seconds"], key=entry["seconds"].get)
-    assert note.splitlines()[0].split(": ", 1)[1].startswith(entry["chosen"])
+    seconds = entry["seconds"]
+    assert entry["fastest"] == min(seconds, key=seconds.get)
+    static = note.splitlines()[0].split("static model: ")[1].split(";")[0].rstrip(")")
+    chosen = note.splitlines()[0].split(": ", 1)[1].split(" ")[0]
+    if seconds[static] > 1.1 * seconds[entry["fastest"]]:
+        assert chosen == entry["fastest"]
+    else:  # within the margin the static model's pick stays
+        assert chosen == static
 
     again = lowering.lower(graph, "auto", tune=True)
     assert "cached" in again.meta["lowering_notes"][0].splitlines()[0]
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 5, 5)).astype(np.float32)}
     ref = lowering.evaluate(graph, feeds)["y"]
     assert np.abs(lowering.evaluate(again, feeds)["y"] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_a_measurement_overrules_the_static_pick_only_by_more_than_the_margin():
+    seconds = {"subpixel-fused": 1.00, "col2im": 0.95, "subpixel": 1.30}
+    assert tuning.measured_choice(seconds, "subpixel-fused") == "subpixel-fused"  # 5% faster: noise
+    assert tuning.measured_choice(seconds, "subpixel") == "col2im"  # 37% faster
+    assert tuning.measured_choice(seconds, "subpixel-fused", margin=0.0) == "col2im"
+    assert tuning.measured_choice(seconds, "zero-insertion") == "col2im"  # the static pick did not run
+    assert tuning.OVERRIDE_MARGIN == 0.10
+
+
+def test_a_negative_margin_is_refused_by_name():
+    from lowering.errors import LoweringError
+
+    graph = parse_layer("N=1 C=4 M=3 in=5x5 k=3 s=2 p=1")
+    with pytest.raises(LoweringError, match=r"auto: tune_margin must be a share >= 0 \(0\.1: 10% faster\), got -0\.5"):
+        lowering.lower(graph, "auto", tune_margin=-0.5)
+
+
+def test_explain_names_the_fastest_candidate_the_margin_kept_out():
+    from passes.auto import Decision
+    from passes.strategy import Cost
+
+    costs = [(Cost(name, 1, 1, 0, 0, 1), seconds) for name, seconds in (("subpixel-fused", 1e-3), ("col2im", 2e-3))]
+    measured = {"subpixel-fused": 1.0e-3, "col2im": 0.95e-3}
+    decision = Decision("ct", "subpixel-fused", costs, {}, measured=measured, margin=0.10)
+    assert decision.explain().splitlines()[0] == (
+        "ct: subpixel-fused (measured; static model: subpixel-fused; fastest measured: col2im, within 10%)"
+    )
 
 
 def test_signature_separates_backends_and_layers():
