@@ -423,21 +423,16 @@ def summarize(results: list[LayerResult]) -> dict[str, Any]:
             r.name,
             _ratio_with_interval(row["auto_torch_vs_torch"], row["auto_torch_vs_torch_interval"]),
             _ratio_with_interval(row["auto_onnx_vs_onnx"], row["auto_onnx_vs_onnx_interval"]),
-            *(
-                _ratio(row[key]) if row[key] is not None else "-"
-                for key in ("best_auto_vs_best_native", "auto_torch_vs_torch_prepacked")
-            ),
+            *(_ratio(row[key]) if row[key] is not None else "-" for key in PLAIN_RATIO_COLUMNS),
             *(_ratio(costs[b]) if costs[b] is not None else "-" for b in backends),
         )
     for b, flags in hits.items():
         if flags:
             summary["static_within_10_percent"][b] = sum(flags) / len(flags)
     Console(width=200).print(table)
-    for key, label in (
-        ("auto_torch_vs_torch", "auto/torch vs torch native"),
-        ("auto_onnx_vs_onnx", "auto/onnx vs ORT"),
-    ):
-        verdicts = [verdict(row[key], row[f"{key}_interval"]) for row in summary["layers"].values() if row[key]]
+    for key, label in JUDGED_RATIOS.items():
+        rows = [row for row in summary["layers"].values() if row[key] is not None and not math.isnan(row[key])]
+        verdicts = [verdict(row[key], row[f"{key}_interval"]) for row in rows]
         if verdicts:
             counts = {v: verdicts.count(v) for v in ("met", "tie", "slower")}
             summary.setdefault("verdicts", {})[key] = counts

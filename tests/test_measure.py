@@ -183,3 +183,27 @@ def test_ratios_to_the_natives_come_with_their_intervals(monkeypatch):
     low, high = auto.vs_onnx_native_interval
     assert low <= auto.vs_onnx_native <= high and low > 0.22 and high < 0.28
     assert by["native/torch"].vs_torch_native == 1.0
+
+
+def test_the_summary_tells_ties_from_losses_and_skips_layers_without_a_native(capsys):
+    from lowering.cli_bench import summarize
+
+    def layer(name: str, ratio: float, interval: list[float] | None) -> measure.LayerResult:
+        native = measure.Measurement("native", "torch", "cpu", median_s=1e-3, vs_torch_native=1.0)
+        auto = measure.Measurement(
+            "auto", "torch", "cpu", median_s=ratio * 1e-3, vs_torch_native=ratio, vs_torch_native_interval=interval
+        )
+        return measure.LayerResult(name, "spec", 1, [1], [1], measurements=[native, auto])
+
+    results = [
+        layer("fast", 0.9, [0.85, 0.95]),
+        layer("tie", 1.03, [0.98, 1.08]),
+        layer("slow", 1.1, [1.05, 1.15]),
+        layer("no-native", float("nan"), None),
+    ]
+    summary = summarize(results)
+    assert summary["verdicts"]["auto_torch_vs_torch"] == {"met": 1, "tie": 1, "slower": 1}
+    assert summary["layers"]["tie"]["auto_torch_vs_torch_interval"] == [0.98, 1.08]
+    out = capsys.readouterr().out
+    assert "auto/torch vs torch native: <= 1.00x on 1/3 layers" in out
+    assert "1.03x (0.98-1.08)" in out
