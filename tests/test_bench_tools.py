@@ -119,3 +119,29 @@ def test_report_shows_intervals_and_tells_ties_from_losses(tmp_path, capsys):
     assert "auto/torch vs torch above 1.00x: 1 with 1.00x inside the 95% interval" in out
     assert "1 slower beyond it" in out
     assert "auto/onnx vs ORT above 1.00x" not in out
+
+
+def test_report_measures_the_same_graph_timed_twice(capsys):
+    """auto and the strategy it picked are one graph compiled twice: their ratio is the run's own noise."""
+    report = load("report")
+
+    def m(strategy: str, backend: str, seconds: float) -> dict:
+        return {"strategy": strategy, "backend": backend, "label": f"{strategy}/{backend}", "status": "ok",
+                "median_s": seconds}  # fmt: skip
+
+    data = {
+        "layers": [
+            {"name": "a", "auto_choice": {"torch": "subpixel", "onnx": "col2im, subpixel"},
+             "measurements": [m("auto", "torch", 1.08), m("subpixel", "torch", 1.0), m("auto", "onnx", 1.0),
+                              m("col2im", "onnx", 1.0)]},
+            {"name": "b", "auto_choice": {"torch": "col2im"},
+             "measurements": [m("auto", "torch", 0.97), m("col2im", "torch", 1.0)]},
+        ]
+    }  # fmt: skip
+    assert [(n, b, round(r, 2)) for n, b, r in report.same_graph_ratios(data)] == [
+        ("a", "torch", 1.08),
+        ("b", "torch", 0.97),
+    ]  # a graph of two picks (several nodes) has no single twin
+    report.print_same_graph_agreement(data)
+    out = capsys.readouterr().out
+    assert "within 5% on 1/2 layer x backend cases, within 10% on 2; widest: a torch 1.08x, b torch 0.97x." in out

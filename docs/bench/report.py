@@ -22,6 +22,34 @@ def with_interval(ratio: float, interval: list[float] | None) -> str:
     return f"{ratio:.2f}x" + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
 
 
+def same_graph_ratios(data: dict) -> list[tuple[str, str, float]]:
+    """(layer, backend, time of auto / time of the strategy auto picked) wherever auto picked one
+    strategy for the layer: the same graph compiled and timed twice in one run, so the spread of these
+    ratios around 1.00 is the run's instance-to-instance noise, which no single variant's interval shows."""
+    pairs = []
+    for layer in data["layers"]:
+        ok = {m["label"]: m for m in layer["measurements"] if m["status"] == "ok"}
+        for backend, pick in (layer.get("auto_choice") or {}).items():
+            auto, twin = ok.get(f"auto/{backend}"), ok.get(f"{pick}/{backend}")
+            if "," not in pick and auto and twin:
+                pairs.append((layer["name"], backend, auto["median_s"] / twin["median_s"]))
+    return pairs
+
+
+def print_same_graph_agreement(data: dict) -> None:
+    pairs = same_graph_ratios(data)
+    if not pairs:
+        return
+    within = {share: sum(abs(r - 1) <= share for _, _, r in pairs) for share in (0.05, 0.10)}
+    widest = sorted(pairs, key=lambda p: -abs(p[2] - 1))[:4]
+    print(
+        f"Same graph timed twice (auto and the strategy it picked): within 5% on {within[0.05]}/{len(pairs)} "
+        f"layer x backend cases, within 10% on {within[0.10]}; widest: "
+        + ", ".join(f"{name} {backend} {ratio:.2f}x" for name, backend, ratio in widest)
+        + "."
+    )
+
+
 def main(path: str) -> None:
     with open(path) as handle:
         data = json.load(handle)
@@ -95,6 +123,7 @@ def main(path: str) -> None:
             f"Against PyTorch's prepacked ConvTranspose: auto/torch {geomean(ratios['prepacked']):.2f}x "
             f"(geometric mean), <= 1.00x on {wins['prepacked']}/{len(ratios['prepacked'])} layers."
         )
+    print_same_graph_agreement(data)
     share = data.get("summary", {}).get("static_within_10_percent", {})
     if share:
         print(
