@@ -5,7 +5,8 @@ same run. On a sub-millisecond layer the medians of two runs of the very same gr
 a ratio of 1.03x says little on its own: the interval says whether the run could tell the two apart.
 Each median is resampled from its own timed calls (the two variants are timed in different calls, not
 in pairs), and the interval is the central `confidence` share of the resampled ratios. It measures the
-spread within this run only; what moves between runs (the machine's state) it cannot see.
+spread of this run's samples only: what differs between two compiled instances of one graph (up to 10%
+on small layers; `docs/bench/report.py` prints it) or between runs (the machine's state) it cannot see.
 """
 
 from __future__ import annotations
