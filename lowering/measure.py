@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import LoweringError
 from .ir import Graph
-from .resample import median_ratio_interval
+from .resample import bootstrap_medians, ratio_interval
 
 NATIVE = "native"  # the runtime's own ConvTranspose as users call it (PyTorch: eager conv_transpose)
 NATIVE_PREPACKED = "native-prepacked"  # PyTorch's ConvTranspose with weights reordered once (torch.compile freezing)
@@ -492,19 +492,21 @@ def measure_layer(
         m.q1_s, m.q3_s = _quantiles(samples)
         m.gflops = 2 * macs / m.median_s / 1e9
         m.peak_fraction = m.gflops / peak_gflops if peak_gflops else float("nan")
-    native_samples = {
-        v.measurement.backend: times[id(v)]
+    # each variant's resampled medians once (a native's serve every ratio to it); the natives draw
+    # from a stream of their own, so that a native against itself still shows its spread
+    resampled = {id(v): bootstrap_medians(times[id(v)], seed=seed) for v in live}
+    native = {
+        v.measurement.backend: (v.measurement.median_s, bootstrap_medians(times[id(v)], seed=seed + 1))
         for v in live
         if v.measurement.strategy == NATIVE and v.measurement.device == "cpu"
     }
     for v in live:
         m = v.measurement
         for backend, field_name in (("torch", "vs_torch_native"), ("onnx", "vs_onnx_native")):
-            if backend in native_samples:
-                reference = native_samples[backend]
-                setattr(m, field_name, m.median_s / statistics.median(reference))
-                interval = median_ratio_interval(times[id(v)], reference, seed=seed)
-                setattr(m, field_name + "_interval", list(interval))
+            if backend in native:
+                median, medians = native[backend]
+                setattr(m, field_name, m.median_s / median)
+                setattr(m, field_name + "_interval", list(ratio_interval(resampled[id(v)], medians)))
     result.measurements = [v.measurement for v in variants]
     return result
 

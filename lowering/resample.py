@@ -19,6 +19,25 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
+def bootstrap_medians(times: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """The medians of `resamples` resamples (with replacement) of `times`: worked out once per variant,
+    then shared by every ratio that variant takes part in."""
+    if not len(times):
+        raise ValueError("bootstrap_medians needs at least one sample")
+    values = np.asarray(times, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
+    return np.median(values[picks], axis=1)
+
+
+def ratio_interval(medians: np.ndarray, reference_medians: np.ndarray, confidence: float = CONFIDENCE) -> tuple:
+    """The central `confidence` share of the resampled ratios median / reference median."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(medians / reference_medians, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def median_ratio_interval(
     samples: Sequence[float],
     reference: Sequence[float],
@@ -27,20 +46,15 @@ def median_ratio_interval(
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """The percentile-bootstrap interval of median(samples) / median(reference)."""
+    """The percentile-bootstrap interval of median(samples) / median(reference), each side resampled
+    from its own stream (`seed`, `seed` + 1)."""
     if not samples or not reference:
         raise ValueError("median_ratio_interval needs at least one sample on each side")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
-    rng = np.random.default_rng(seed)
-    medians = []
-    for times in (np.asarray(samples, dtype=np.float64), np.asarray(reference, dtype=np.float64)):
-        picks = rng.integers(0, times.size, size=(resamples, times.size))
-        medians.append(np.median(times[picks], axis=1))
-    ratios = medians[0] / medians[1]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return float(low), float(high)
+    return ratio_interval(
+        bootstrap_medians(samples, resamples=resamples, seed=seed),
+        bootstrap_medians(reference, resamples=resamples, seed=seed + 1),
+        confidence,
+    )
 
 
 def verdict(ratio: float, interval: Sequence[float] | None, limit: float = 1.0) -> str:

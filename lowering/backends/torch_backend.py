@@ -111,7 +111,7 @@ class _Builder:
         self.fx = torch.fx.Graph()
         self.root = torch.nn.Module()
         self.env: dict[int, Any] = {}
-        self.converted_env: dict[int, Any] = {}
+        self.channels_last_env: dict[int, Any] = {}
         self.buffer_names: set[str] = set()
         self.placeholder_names: set[str] = set()
 
@@ -161,9 +161,9 @@ class _Builder:
         fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(value.shape))
         if plain or readers < 2 or fmt is None:
             return self.value(value)
-        if id(value) not in self.converted_env:
-            self.converted_env[id(value)] = self.method("contiguous", self.value(value), memory_format=fmt)
-        return self.converted_env[id(value)]
+        if id(value) not in self.channels_last_env:
+            self.channels_last_env[id(value)] = self.method("contiguous", self.value(value), memory_format=fmt)
+        return self.channels_last_env[id(value)]
 
     # calls
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
