@@ -30,8 +30,24 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | No
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    """Write `data` to `path` all at once: a temporary file beside it, renamed over it.
+
+    A symbolic link is followed (its target gets the bytes, the link stays), and a path that is not
+    a regular file (`/dev/null`, a named pipe) is written into as it is: renaming over it would
+    replace the device or pipe itself. A failure is one LoweringError line naming the path."""
+    target = Path(os.path.realpath(path))
+    try:
+        if target.exists() and not target.is_file():
+            with open(target, "wb") as handle:
+                handle.write(data)
+            return
+        _replace_atomically(target, data)
+    except OSError as error:
+        raise LoweringError(f"cannot write '{path}': {error.strerror or type(error).__name__}") from None
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -51,10 +51,48 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 # ----------------------------------------------------------------- shared argument helpers
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse then reports a bad value in one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def int_list(low: int) -> Callable[[str], list[int]]:
+    """An argparse type: comma-separated integers, each >= `low`."""
+    one = int_at_least(low)
+
+    def parse(text: str) -> list[int]:
+        return [one(part.strip()) for part in text.split(",")]
+
+    return parse
+
+
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="path of an ONNX model")
     parser.add_argument("--example", metavar="NAME", help="use a built-in example model instead (dcgan, ...)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of the built-in example (default 1)")
+    parser.add_argument(
+        "--batch", type=int_at_least(1), default=1, help="batch size of the built-in example (default 1)"
+    )
 
 
 def load_graph(args: argparse.Namespace) -> Graph:

@@ -15,7 +15,7 @@ import math
 import sys
 from typing import Any
 
-from .cli import add_model_argument, command, load_graph
+from .cli import add_model_argument, command, int_at_least, int_list, load_graph, seconds
 from .errors import LoweringError
 from .measure import (
     NATIVE,
@@ -73,9 +73,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cpu, and cuda if present"
     )
-    parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
-    parser.add_argument("--time", type=float, default=2.0, help="seconds of timed rounds per layer (default 2)")
-    parser.add_argument("--min-rounds", type=int, default=5, help="fewest timed rounds per variant (default 5)")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="threads for every runtime (default 2)")
+    parser.add_argument("--time", type=seconds, default=2.0, help="seconds of timed rounds per layer (default 2)")
+    parser.add_argument(
+        "--min-rounds", type=int_at_least(1), default=5, help="fewest timed rounds per variant (default 5)"
+    )
     parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write one row per layer and variant")
     parser.add_argument("--plot", metavar="FILE.png", help="plot median time per variant, natives marked")
@@ -316,7 +318,7 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--quick", action="store_true", help="a small subset of the suite, at batch 1 (for CI)")
     parser.add_argument("--layers", help="comma-separated suite layer names (default: all)")
-    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    parser.add_argument("--batches", type=int_list(1), default=[1, 8], help="comma-separated batch sizes (default 1,8)")
 
 
 @command("bench", "time the built-in suite of real ConvTranspose layers", _configure_bench)
@@ -333,7 +335,7 @@ def _bench(args: argparse.Namespace) -> int:
     for name in names:
         if name not in known:
             raise LoweringError(f"unknown suite layer '{name}' (known: {', '.join(known)})")
-    batches = [1] if args.quick and args.batches == "1,8" else [int(b) for b in args.batches.split(",")]
+    batches = [1] if args.quick and args.batches == [1, 8] else args.batches
     header = _header(args)
     results: list[LayerResult] = []
     jobs = [(known[name], batch) for name in names for batch in batches]

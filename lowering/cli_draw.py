@@ -10,6 +10,7 @@ from .cli import add_model_argument, command, load_graph
 from .errors import LoweringError
 
 FORMATS = ("png", "svg", "pdf")
+DPI_RANGE = (10, 1200)
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +37,8 @@ def _draw(args: argparse.Namespace) -> int:
     fmt = output.suffix.lower().lstrip(".") or "png"
     if fmt not in FORMATS:
         raise LoweringError(f"output '{output}': unknown image format '.{fmt}' (use {', '.join(FORMATS)})")
-    if args.dpi < 10:
-        raise LoweringError(f"--dpi must be at least 10, got {args.dpi}")
+    if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:  # above it the image buffer alone runs to gigabytes
+        raise LoweringError(f"--dpi must be between {DPI_RANGE[0]} and {DPI_RANGE[1]}, got {args.dpi}")
     lowering_asked = args.strategy is not None or args.pipeline is not None
     if args.before_after and not lowering_asked:
         raise LoweringError("--before-after needs --strategy S or -p PIPELINE")

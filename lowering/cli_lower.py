@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import add_model_argument, command, load_graph
+from .cli import add_model_argument, command, int_at_least, load_graph
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--pipeline", help="comma-separated pass names, replacing the standard pipeline")
     parser.add_argument("--opset", type=int, help="ONNX opset of the written model (default: the input's, >= 11)")
     parser.add_argument("--backend", default="onnx", help="target backend auto optimises for (default onnx)")
-    parser.add_argument("--matrix-budget", type=int, metavar="BYTES", help="memory budget of the matrix strategy")
+    parser.add_argument(
+        "--matrix-budget", type=int_at_least(0), metavar="BYTES", help="memory budget of the matrix strategy"
+    )
     parser.add_argument("--form", choices=["auto", "fused", "per-phase"], help="subpixel form")
     parser.add_argument(
         "--fold-bn",

@@ -9,6 +9,7 @@ time and `lowering fuzz` runs it for longer, saving each finding as a regression
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .errors import LoweringError
 
 STRATEGIES_TO_RUN = ("zero-insertion", "col2im", "subpixel", "auto")
+BACKENDS_TO_RUN = ("onnx", "numpy", "torch")
 
 
 @dataclasses.dataclass
@@ -95,23 +97,25 @@ def check_model_bytes(data: bytes) -> Outcome:
         return _refusal(error)
     except Exception as error:
         return Outcome("finding", f"evaluate raised {type(error).__name__}: {error}")
-    # where float32 overflows and float64 does not, only crashes and refusals count
+    # where float32 overflows and float64 does not, or a weight is not finite, only crashes and refusals count
     compare = not _beyond_float32(graph, reference)
-    for strategy in STRATEGIES_TO_RUN:
+    for strategy, backend in itertools.product(STRATEGIES_TO_RUN, BACKENDS_TO_RUN):
+        where = f"{strategy} on {backend}"
+        options = {"backend": backend} if strategy == "auto" else {}  # auto picks per backend
         try:
-            outputs = compile(lower(graph, strategy), "onnx")(feeds)
+            outputs = compile(lower(graph, strategy, **options), backend)(feeds)
         except LoweringError as error:
             outcome = _refusal(error)
             if outcome.kind == "finding":
                 return outcome
             continue
         except Exception as error:
-            return Outcome("finding", f"{strategy}: {type(error).__name__}: {error}")
+            return Outcome("finding", f"{where}: {type(error).__name__}: {error}")
         for name, ref in reference.items() if compare else ():
             got = np.asarray(outputs[name], np.float64)
             scale = max(float(np.nanmax(np.abs(ref), initial=0.0)), 1.0)
             if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
-                return Outcome("finding", f"{strategy}: output '{name}' differs from the reference")
+                return Outcome("finding", f"{where}: output '{name}' differs from the reference")
     return Outcome("ok")
 
 
@@ -119,9 +123,13 @@ SAFE_FLOAT32 = float(np.finfo(np.float32).max) ** 0.5  # products of two such nu
 
 
 def _beyond_float32(graph, reference: dict[str, np.ndarray]) -> bool:
-    """A mutated weight can be near float32's limit: then the float32 lowerings overflow where the
-    float64 reference does not, which is arithmetic, not a lowering bug."""
+    """Where the arithmetic itself, not a lowering, makes the results differ: a mutated weight near
+    float32's limit (the float32 lowerings overflow where the float64 reference does not), or a weight
+    that is NaN or infinite (IEEE makes it times an inserted zero or a padded tap NaN, where the
+    reference never forms that product, so the lowerings spread NaN to more outputs)."""
     values = [np.asarray(v.const, np.float64) for v in graph.initializers.values() if v.const.dtype.kind == "f"]
+    if any(not np.isfinite(v).all() for v in values):
+        return True
     values += [np.asarray(r, np.float64) for r in reference.values()]
     return any(np.nanmax(np.abs(v), initial=0.0) > SAFE_FLOAT32 for v in values if v.size)
 

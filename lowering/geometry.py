@@ -221,6 +221,9 @@ def _common_checks(
         fail(f"input channels {channels} are not divisible by group {group}", attr="group")
     kernel = _spatial_ints(w_shape, "weight W", fail)
     in_spatial = _spatial_ints(x_shape, "input X", fail)
+    for axis, size in enumerate(in_spatial):
+        if size < 1:  # onnxruntime and PyTorch refuse it too; the output-size formulas assume >= 1
+            fail(f"input X spatial axis {axis} has size {size}; a convolution needs at least one input position")
     if attrs.has("kernel_shape") and attrs.get("kernel_shape") is not None:
         given = attrs.per_axis("kernel_shape", 1)
         for axis, (k_attr, k_w) in enumerate(zip(given, kernel, strict=True)):

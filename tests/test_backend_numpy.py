@@ -193,3 +193,17 @@ def test_module_can_be_imported_from_a_file(tmp_path):
     spec.loader.exec_module(module)
     feeds = {"mel": np.random.default_rng(2).standard_normal((1, 80, 32)).astype(np.float32)}
     assert_close(module.run(feeds)["audio_features"], lowering.evaluate(graph, feeds)["audio_features"], 1e-5)
+
+
+def test_non_finite_constants_and_attributes_are_written_as_numpy_names():
+    # repr() writes NaN and infinity as bare `nan` / `inf`, which the generated module does not define
+    graph = lowering.Graph("nonfinite")
+    x = graph.add_input("x", (1, 4), "float32")
+    shifted = graph.op("Add", x, graph.const(np.array([[np.nan, np.inf, -np.inf, 1.5]], np.float32), "c"))
+    graph.outputs.append(graph.op("LeakyRelu", shifted, alpha=float("inf")))
+    feeds = {"x": np.array([[1.0, -2.0, 3.0, -4.0]], np.float32)}
+    got = lowering.compile(graph, "numpy")(feeds)
+    want = lowering.evaluate(graph, feeds)
+    name = graph.outputs[0].name
+    np.testing.assert_array_equal(got[name], want[name].astype(np.float32))
+    assert np.isnan(want[name]).any() and np.isinf(want[name]).any()

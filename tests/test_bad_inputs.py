@@ -73,6 +73,23 @@ def _no_conv_transpose(tmp: Path) -> Path:
     return path
 
 
+def _edited_weight(tmp: Path, edit: Callable[[onnx.TensorProto], None]) -> Path:
+    """The good model with its weight initializer edited in place (bytes the ONNX checker accepts)."""
+    model = onnx.load(str(good_model(tmp)))
+    edit(model.graph.initializer[0])
+    path = tmp / "edited.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _long_raw_data(tensor: onnx.TensorProto) -> None:
+    tensor.raw_data += bytes(8)  # the checker catches short data, not extra
+
+
+def _unknown_element_type(tensor: onnx.TensorProto) -> None:
+    tensor.data_type = 127
+
+
 def _run_inputs(tmp: Path, feeds: dict) -> list[str]:
     np.savez(tmp / "in.npz", **feeds)
     return ["run", str(good_model(tmp)), "--inputs", str(tmp / "in.npz"), "-o", str(tmp / "out.npz")]
@@ -133,6 +150,21 @@ CASES = [
         r"symbolic",
     ),
     Case(
+        "empty spatial axis",
+        lambda t: ["inspect", str(conv_transpose_model(t / "z.onnx", x_shape=(1, 2, 0, 4)))],
+        r"ConvTranspose 'up': input X spatial axis 0 has size 0; a convolution needs at least one input position",
+    ),
+    Case(
+        "initializer data longer than its shape",
+        lambda t: ["inspect", str(_edited_weight(t, _long_raw_data))],
+        r"initializer 'w': its data does not fit its shape \[2, 3, 3, 3\] \(cannot reshape array of size 56",
+    ),
+    Case(
+        "initializer of an unknown element type",
+        lambda t: ["inspect", str(_edited_weight(t, _unknown_element_type))],
+        r"initializer 'w' has an unknown element type \(127\)",
+    ),
+    Case(
         "opset below the supported range",
         lambda t: ["inspect", str(conv_transpose_model(t / "o6.onnx", opset=6))],
         r"opset 6 is not supported|fails the ONNX checker",
@@ -182,6 +214,34 @@ CASES = [
             "100",
         ],
         r"needs .* above the budget of 100 B",
+    ),
+    Case(
+        "threads below one",
+        lambda t: ["compare", "--layer", "C=2 M=2 in=4x4 k=3 s=2", "--threads", "0"],
+        r"argument --threads: must be >= 1, got 0",
+    ),
+    Case(
+        "batches not integers",
+        lambda t: ["bench", "--batches", "1,abc"],
+        r"argument --batches: 'abc' is not an integer",
+    ),
+    Case(
+        "negative timing budget", lambda t: ["bench", "--time", "-1"], r"argument --time: must be >= 0 seconds, got -1"
+    ),
+    Case(
+        "negative matrix budget",
+        lambda t: ["lower", str(good_model(t)), "-o", str(t / "m.onnx"), "--matrix-budget", "-5"],
+        r"argument --matrix-budget: must be >= 0, got -5",
+    ),
+    Case(
+        "draw resolution too high",
+        lambda t: ["draw", str(good_model(t)), "-o", str(t / "g.png"), "--dpi", "100000"],
+        r"--dpi must be between 10 and 1200, got 100000",
+    ),
+    Case(
+        "fuzz findings folder is a file",
+        lambda t: ["fuzz", "--seconds", "0", "--out", str(good_model(t))],
+        r"--out '.*good\.onnx' is a file, not a directory",
     ),
     Case(
         "unknown strategy",

@@ -332,6 +332,10 @@ EDGE_CASES = [
         "3d", in_spatial=(2, 3, 2), kernel=(2, 3, 2), strides=(2, 1, 3), dilations=(1, 2, 1), pads=(1, 0, 0, 0, 1, 1)
     ),
     _case("batch-3", in_spatial=(3, 2), kernel=(3, 3), strides=(2, 2), pads=(1, 1, 0, 2), batch=3),
+    # an empty batch is valid ONNX (onnxruntime runs it): every lowering must keep the zero, not infer it
+    _case("empty-batch", in_spatial=(4, 3), kernel=(3, 3), strides=(2, 2), pads=(1, 1, 0, 1), batch=0, group=2),
+    _case("empty-batch-1d", in_spatial=(5,), kernel=(4,), strides=(2,), pads=(1, 1), batch=0, out_per_group=2),
+    _case("empty-batch-3d", in_spatial=(2, 3, 2), kernel=(2, 3, 2), strides=(2, 1, 2), pads=(0,) * 6, batch=0),
     _case("dcgan-like", in_spatial=(4, 4), kernel=(4, 4), strides=(2, 2), pads=(1, 1, 1, 1), in_per_group=3),
     _case("float32", in_spatial=(4, 4), kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dtype="float32"),
 ]

@@ -67,9 +67,15 @@ def _compute_dtype(dtype: str | None) -> str:
     return "float32" if dtype == "float16" else (dtype or "float32")
 
 
+def _numbers(value: object) -> str:
+    """Python source for a number or nested list of numbers; `repr` writes NaN and infinity as bare
+    `nan` / `inf`, which are not names in the generated module."""
+    return re.sub(r"\b(nan|inf)\b", r"np.\1", repr(value))
+
+
 def _literal(array: np.ndarray) -> str:
     dtype = _compute_dtype(array.dtype.name)
-    return f"np.array({array.astype(dtype).tolist()!r}, dtype=np.{dtype})"
+    return f"np.array({_numbers(array.astype(dtype).tolist())}, dtype=np.{dtype})"
 
 
 # ----------------------------------------------------------------- emitters: node -> expression
@@ -171,9 +177,9 @@ def _gemm(ctx: _Context, node: Node, a: list[str]) -> str:
     rhs = f"{a[1]}.T" if node.attr("transB") else a[1]
     expr = f"({lhs} @ {rhs})"
     if node.attr("alpha") != 1.0:
-        expr = f"np.float32({node.attr('alpha')!r}) * {expr}"
+        expr = f"np.float32({_numbers(node.attr('alpha'))}) * {expr}"
     if len(a) > 2 and a[2] != "None":
-        expr += f" + {a[2]}" if node.attr("beta") == 1.0 else f" + np.float32({node.attr('beta')!r}) * {a[2]}"
+        expr += f" + {a[2]}" if node.attr("beta") == 1.0 else f" + np.float32({_numbers(node.attr('beta'))}) * {a[2]}"
     return expr
 
 
@@ -233,7 +239,7 @@ def _batch_norm(ctx: _Context, node: Node, a: list[str]) -> str:
     shape = f"(-1{', 1' * (rank - 2)})"
     eps = node.attr("epsilon")
     return (
-        f"({a[0]} - {a[3]}.reshape{shape}) * ({a[1]} / np.sqrt({a[4]} + np.float32({eps!r}))).reshape{shape}"
+        f"({a[0]} - {a[3]}.reshape{shape}) * ({a[1]} / np.sqrt({a[4]} + np.float32({_numbers(eps)}))).reshape{shape}"
         f" + {a[2]}.reshape{shape}"
     )
 
@@ -298,7 +304,9 @@ EMITTERS: dict[str, Emitter] = {
     "Mul": lambda ctx, node, a: f"{a[0]} * {a[1]}",
     "Div": lambda ctx, node, a: f"{a[0]} / {a[1]}",
     "Relu": lambda ctx, node, a: f"np.maximum({a[0]}, 0)",
-    "LeakyRelu": lambda ctx, node, a: f"np.where({a[0]} >= 0, {a[0]}, {a[0]} * np.float32({node.attr('alpha')!r}))",
+    "LeakyRelu": lambda ctx, node, a: (
+        f"np.where({a[0]} >= 0, {a[0]}, {a[0]} * np.float32({_numbers(node.attr('alpha'))}))"
+    ),
     "Sigmoid": lambda ctx, node, a: f"{ctx.kernel('_sigmoid')}({a[0]})",
     "Tanh": lambda ctx, node, a: f"np.tanh({a[0]})",
     "Clip": _clip,

@@ -43,7 +43,7 @@ def _conv(x, w, b, strides, dilations, pads_begin, pads_end, group):
     cg, mg = c // group, m // group
     if all(k == 1 for k in kernel) and all(s == 1 for s in strides):
         out_sp = x.shape[2:]
-        cols = x.reshape(n, group, cg, -1)
+        cols = x.reshape(n, group, cg, int(np.prod(out_sp)))  # explicit: n may be 0
         wm = w.reshape(group, mg, cg)
         y = np.matmul(wm, cols)
     else:
@@ -65,7 +65,7 @@ def _conv(x, w, b, strides, dilations, pads_begin, pads_end, group):
         y = np.empty((n, group, *out_sp, mg), dtype=np.result_type(x, w))
         for start in range(0, out_sp[0], rows):
             block = win[:, :, start : start + rows]
-            cols = np.ascontiguousarray(block).reshape(n, group, -1, depth)
+            cols = np.ascontiguousarray(block).reshape(n, group, int(np.prod(block.shape[2 : 2 + d])), depth)
             y[:, :, start : start + rows] = np.matmul(cols, wt).reshape(*block.shape[: 2 + d], mg)
         y = np.moveaxis(y, -1, 2)
     y = y.reshape(n, m, *out_sp)
@@ -106,7 +106,8 @@ def _im2col(x, block, strides, dilations, pads):
     ]
     n, c = x.shape[:2]
     perm = (0, 1, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
-    return np.ascontiguousarray(win.transpose(perm)).reshape(n, c * int(np.prod(block)), -1)
+    blocks = int(np.prod(win.shape[2 : 2 + d]))  # explicit, not -1: n may be 0
+    return np.ascontiguousarray(win.transpose(perm)).reshape(n, c * int(np.prod(block)), blocks)
 
 
 def _conv_transpose(x, w, b, strides, dilations, pads_begin, pads_end, out_sp, group):
@@ -115,9 +116,10 @@ def _conv_transpose(x, w, b, strides, dilations, pads_begin, pads_end, out_sp, g
     n, c = x.shape[:2]
     mg, kernel = w.shape[1], w.shape[2:]
     cg, taps = c // group, int(np.prod(kernel))
-    cols = np.matmul(w.reshape(group, cg, mg * taps).transpose(0, 2, 1), x.reshape(n, group, cg, -1))
+    positions = int(np.prod(x.shape[2:]))  # explicit, not -1: n may be 0
+    cols = np.matmul(w.reshape(group, cg, mg * taps).transpose(0, 2, 1), x.reshape(n, group, cg, positions))
     reach = [s * (i - 1) + (k - 1) * dl + 1 for s, i, k, dl in zip(strides, x.shape[2:], kernel, dilations)]
-    y = _col2im(cols.reshape(n, group * mg * taps, -1), reach, list(kernel), strides, dilations, [0] * (2 * d))
+    y = _col2im(cols.reshape(n, group * mg * taps, positions), reach, list(kernel), strides, dilations, [0] * (2 * d))
     y = _pad_crop(y, [-p for p in pads_begin], [o + p - r for o, p, r in zip(out_sp, pads_begin, reach)])
     if b is not None:
         y = y + b.reshape(-1, *([1] * d))

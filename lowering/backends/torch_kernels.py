@@ -226,7 +226,7 @@ def depth_to_space_nd(x, blocks, mode, begins, sizes):
         return out
     if kind == "pairs":
         out = x.new_empty((n, channels, *sizes))
-        columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))
+        columns = torch.view_as_complex(out.view(*out.shape[:-1], out.shape[-1] // 2, 2))
         for real, imaginary, target in plan:
             torch.complex(
                 x.as_strided(real[0], real[1], base + real[2]),
@@ -305,7 +305,7 @@ def im2col_nd(x, block, strides, dilations, pads):
             for a in range(d)
         )
         columns.append(x[(slice(None), slice(None), *source)])
-    return torch.stack(columns, dim=2).reshape(n, c * len(columns), -1)
+    return torch.stack(columns, dim=2).reshape(n, c * len(columns), math.prod(blocks))  # n may be 0
 
 
 def interior_pad(x, interior):
@@ -338,7 +338,7 @@ def interleave(phases, strides, sizes):
     ]
     pairs_fit = strides[-1] == 2 and sizes[-1] % 2 == 0 and complex_pairable(first)
     if pairs_fit and all(p.stride(-1) == 1 for p in phases):  # plain rows: residues 0 and 1 of the last axis
-        columns = torch.view_as_complex(out.view(*out.shape[:-1], -1, 2))  # as one complex column
+        columns = torch.view_as_complex(out.view(*out.shape[:-1], out.shape[-1] // 2, 2))  # as one complex column
         for i in range(0, len(phases), 2):
             leading = (slice(r, None, s) for r, s in zip(residues[i][:-1], strides[:-1], strict=True))
             target = columns[(slice(None), slice(None), *leading)]

@@ -58,22 +58,42 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{label} fails the ONNX checker: {first}") from None
-    _check_names_are_text(model.graph, label)
+    _check_names_are_text(model, label)
     return model
 
 
-def _check_names_are_text(onnx_graph: onnx.GraphProto, label: str) -> None:
-    """protobuf hands back a string field that is not valid UTF-8 as bytes; the checker lets it through."""
-    for index, node in enumerate(onnx_graph.node):
-        for what, text in (("name", node.name), ("op type", node.op_type), ("domain", node.domain)):
-            if isinstance(text, bytes):
-                raise ModelLoadError(f"{label}: node {index}: its {what} {text!r} is not valid UTF-8")
-        for text in (*node.input, *node.output):
-            if isinstance(text, bytes):
-                raise ModelLoadError(f"{label}: node {index}: value name {text!r} is not valid UTF-8")
-    for info in (*onnx_graph.input, *onnx_graph.output, *onnx_graph.initializer, *onnx_graph.value_info):
-        if isinstance(info.name, bytes):
-            raise ModelLoadError(f"{label}: value name {info.name!r} is not valid UTF-8")
+def _check_names_are_text(model: onnx.ModelProto, label: str) -> None:
+    """protobuf hands back a string field that is not valid UTF-8 as bytes, and the checker lets it
+    through; any of them (a name, the graph's name, a doc string, metadata) would fail later, when
+    the model is written again."""
+    found = _invalid_text(model, "")
+    if found is not None:
+        where, text = found
+        raise ModelLoadError(f"{label}: {where} {text!r} is not valid UTF-8")
+
+
+def _invalid_text(message: Any, path: str) -> tuple[str, bytes] | None:
+    """(field path, value) of the first string field of `message` or its sub-messages that is bytes."""
+    for field, value in message.ListFields():
+        if field.type not in (field.TYPE_MESSAGE, field.TYPE_STRING):
+            continue  # numbers and bytes (a tensor's data) hold no text
+        where = f"{path}.{field.name}" if path else field.name
+        items = list(enumerate(value)) if _is_repeated(field) else [(None, value)]
+        for index, item in items:
+            at = where if index is None else f"{where}[{index}]"
+            if field.type == field.TYPE_MESSAGE:
+                found = _invalid_text(item, at)
+                if found is not None:
+                    return found
+            elif field.type == field.TYPE_STRING and isinstance(item, bytes):
+                return at, item
+    return None
+
+
+def _is_repeated(field: Any) -> bool:
+    """Whether a protobuf field is repeated (`is_repeated` from protobuf 5.29; `label` before it)."""
+    repeated = getattr(field, "is_repeated", None)
+    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -147,12 +167,24 @@ def _name_anonymous_dims(graph: Graph, declared: dict[str, tuple[int | str | Non
             value.shape = tuple(rename.get(d, d) if isinstance(d, str) else d for d in value.shape)
 
 
+def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    """The array a stored tensor holds. The ONNX checker does not compare a tensor's data with its
+    element type and shape, so a mismatch (or an unknown element type) surfaces here, as one line."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except KeyError:  # onnx's table of element types has no such entry
+        raise ModelLoadError(f"{what} has an unknown element type ({tensor.data_type})") from None
+    except (ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{what}: its data does not fit its shape {list(tensor.dims)} ({first})") from None
+
+
 def attribute_value(attr: AttributeProto) -> Any:
     """The plain Python value of an ONNX attribute (how the text form prints an opaque node's attribute)."""
     if attr.type == AttributeProto.TENSOR:
-        return numpy_helper.to_array(attr.t)
+        return tensor_array(attr.t, f"attribute '{attr.name}'")
     if attr.type == AttributeProto.TENSORS:
-        return [numpy_helper.to_array(t) for t in attr.tensors]
+        return [tensor_array(t, f"attribute '{attr.name}'") for t in attr.tensors]
     value = onnx.helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode()
@@ -177,7 +209,7 @@ def _opaque_attribute(attr: AttributeProto) -> AttributeProto:
 
 def _attribute(attr: AttributeProto) -> Any:
     if attr.type == AttributeProto.TENSOR:
-        return numpy_helper.to_array(attr.t)
+        return tensor_array(attr.t, f"attribute '{attr.name}'")
     if attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS, AttributeProto.SPARSE_TENSOR):
         raise UnsupportedError(f"attribute '{attr.name}' of type {AttributeProto.AttributeType.Name(attr.type)}")
     value = onnx.helper.get_attribute_value(attr)
@@ -336,7 +368,7 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     )
     initializer_names = {t.name for t in onnx_graph.initializer}
     for tensor in onnx_graph.initializer:
-        graph.add_initializer(tensor.name, numpy_helper.to_array(tensor))
+        graph.add_initializer(tensor.name, tensor_array(tensor, f"initializer '{tensor.name}'"))
     listed_initializers = []
     anonymous = _AnonymousDims(onnx_graph)
     for proto in onnx_graph.input:
@@ -358,8 +390,8 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
                 attrs = {a.name: _attribute(a) for a in proto.attribute}
             else:
                 attrs = {a.name: _opaque_attribute(a) for a in proto.attribute}
-        except UnsupportedError as error:
-            raise UnsupportedError(f"{label}: {error}") from None
+        except (UnsupportedError, ModelLoadError) as error:
+            raise type(error)(f"{label}: {error}") from None
         inputs: list[Value | None] = []
         for name in proto.input:
             if not name:

@@ -9,6 +9,7 @@ an oracle.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def conv_transpose_reference(
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     n = x.shape[0]
     cg, mg = g.in_channels_per_group, g.out_channels_per_group
-    xg = x.reshape(n, g.group, cg, -1)  # (N, g, C/g, Πi)
+    xg = x.reshape(n, g.group, cg, math.prod(g.in_spatial))  # (N, g, C/g, Πi); N may be 0
     wg = w.reshape(g.group, cg, mg, *g.kernel)
     reach = tuple(s * (i - 1) + K for s, i, K in zip(g.strides, g.in_spatial, g.effective_kernel, strict=True))
     canvas = np.zeros((n, g.group, mg, *reach))
