@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from .cli import add_model_argument, command, load_graph
-from .errors import InputError, LoweringError
+from .errors import InputError, LoweringError, UnsupportedError
 from .ir import Graph
 
 BACKEND_NAMES = ("numpy", "torch", "onnx")
@@ -144,9 +144,19 @@ def _check(args: argparse.Namespace) -> int:
         for backend in backends:
             try:
                 outputs = compile(candidate, backend, args.device)(inputs)
+            except UnsupportedError as error:  # what this backend cannot express or run; not wrong
+                table.add_row(strategy, backend, "-", "-", f"[yellow]unsupported[/yellow]: {error}")
+                continue
             except LoweringError as error:
+                if strategy == "none":  # the model as given, refused by the runtime's own kernels (their rules)
+                    table.add_row(strategy, backend, "-", "-", f"[yellow]unsupported[/yellow]: {error}")
+                    continue
                 failures += 1
                 table.add_row(strategy, backend, "-", "-", f"[red]FAILED[/red]: {error}")
+                continue
+            except Exception as error:  # a bug: reported in its row, and the other rows still run
+                failures += 1
+                table.add_row(strategy, backend, "-", "-", f"[red]ERROR[/red]: {type(error).__name__}: {error}")
                 continue
             worst_abs, worst_rel = 0.0, 0.0
             for name, ref in reference.items():

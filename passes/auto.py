@@ -9,6 +9,7 @@ contains a ConvTranspose. `decisions` keeps, per node, every candidate's figures
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lowering.errors import LoweringError
@@ -63,6 +64,17 @@ class Decision:
         return "\n".join(lines)
 
 
+def _no_float16_scatter(node: Node) -> str | None:
+    return "onnxruntime has no float16 ScatterND kernel" if node.inputs[0].dtype == "float16" else None
+
+
+# (strategy, backend) -> why that backend's runtime cannot run the strategy's graph for a node (else
+# None): valid graphs a runtime lacks kernels for, which auto must not pick
+RUNTIME_GAPS: dict[tuple[str, str], Callable[[Node], str | None]] = {
+    ("matrix", "onnx"): _no_float16_scatter,
+}
+
+
 def candidate_strategies(budget_bytes: int) -> dict[str, LoweringStrategy]:
     """Every registered strategy's `for_auto` configuration except auto itself."""
     return {name: cls.for_auto(budget_bytes) for name, cls in STRATEGIES.items() if name != "auto"}
@@ -94,6 +106,11 @@ class AutoLowering(LoweringStrategy):
                 strategy.check(graph, node, geometry)
             except Declined as why:
                 declined[name] = str(why).split(": ", 1)[-1]
+                continue
+            gap = RUNTIME_GAPS.get((name, self.backend))
+            why = gap(node) if gap is not None else None
+            if why is not None:
+                declined[name] = why
                 continue
             cost = strategy.cost(graph, node, geometry)
             scored.append((cost, estimate_seconds(cost, self.backend, self.device)))

@@ -89,6 +89,48 @@ def test_check_fails_when_a_backend_is_wrong(model, monkeypatch, capsys):
     assert "ABOVE TOLERANCE" in capsys.readouterr().out
 
 
+def _layer_model(tmp_path, spec: str, opset: int = 18):
+    from lowering.layers import parse_layer
+
+    path = tmp_path / "layer.onnx"
+    path.write_bytes(lowering.to_onnx(parse_layer(spec), opset=opset).SerializeToString())
+    return path
+
+
+def test_check_calls_what_a_backend_cannot_run_unsupported_not_failed(tmp_path, capsys):
+    # opset 17 has no Col2Im (col2im on onnx); onnxruntime has no float64 Conv (the sub-pixel forms)
+    path = _layer_model(tmp_path, "C=2 M=3 in=5x5 k=3 s=2 p=1 dtype=f64", opset=17)
+    assert main(["check", str(path), "--backends", "onnx"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "unsupported" in line]
+    assert any("col2im" in row and "needs ONNX opset >= 18" in row for row in rows)
+    assert any("subpixel" in row and "NOT_IMPLEMENTED" in row for row in rows)
+
+
+def test_check_reports_a_broken_backend_in_its_row_and_goes_on(model, monkeypatch, capsys):
+    from lowering.backends import numpy_backend
+
+    def broken(ctx, node, a):
+        raise ZeroDivisionError("a bug in an emitter")
+
+    _, path = model
+    monkeypatch.setitem(numpy_backend.EMITTERS, "LeakyRelu", broken)
+    assert main(["check", str(path), "--backends", "numpy,onnx", "--strategies", "col2im"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR: ZeroDivisionError: a bug in an emitter" in out
+    assert any("col2im" in line and "onnx" in line and "ok" in line for line in out.splitlines())
+
+
+def test_a_runtime_refusal_at_run_time_is_one_line(tmp_path):
+    # output_padding 1 is below the dilation (valid, as in PyTorch) but not below the stride, which
+    # onnxruntime's own ConvTranspose requires when it runs
+    path = _layer_model(tmp_path, "C=2 M=2 in=5x5 k=3 s=1x2 d=2 op=1x0")
+    result = cli("run", str(path), "--strategy", "none", "--backend", "onnx", "-o", str(tmp_path / "out.npz"))
+    assert result.returncode == 2, result.stderr
+    assert "onnxruntime refused to run the model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_emit_writes_python(model, tmp_path, backend):
     _, path = model

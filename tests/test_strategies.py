@@ -714,3 +714,21 @@ def test_auto_on_a_gpu_uses_the_gpu_rates() -> None:
     node = graph.nodes_of("ConvTranspose")[0]
     cost = STRATEGIES["col2im"]().cost(graph, node, node_geometry(node))
     assert MODEL.seconds(cost, "torch:xpu") == MODEL.seconds(cost, "torch") != MODEL.seconds(cost, "torch:cuda")
+
+
+def test_auto_leaves_out_what_the_target_runtime_has_no_kernel_for():
+    # the same tiny layer: the matrix form wins on onnxruntime in float32, but its ScatterND has no
+    # float16 kernel there; PyTorch runs the float16 matrix form (in float32, as every float16 graph)
+    from lowering.layers import parse_layer
+
+    spec = "N=1 C=2 M=3 in=3x3 k=3 s=2 p=1"
+    assert any(n.op == "SparseMatMul" for n in lower(parse_layer(spec), "auto", backend="onnx").nodes)
+    half = parse_layer(spec + " dtype=f16")
+    lowered = lower(half, "auto", backend="onnx")
+    assert not any(n.op == "SparseMatMul" for n in lowered.nodes)
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float16)}
+    want = evaluate(half, feeds)["y"]
+    for graph, backend in ((lowered, "onnx"), (lower(half, "matrix"), "torch")):
+        got = lowering.compile(graph, backend)(feeds)["y"]
+        assert got.dtype == np.float16
+        assert_close(got, want, 2e-2)

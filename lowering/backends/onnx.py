@@ -161,7 +161,10 @@ class _Writer:
         attrs = dict(node.attrs)
         needed = MIN_OPSET_FOR.get(node.op, 0)
         if self.opset < needed:
-            raise UnsupportedError(f"{node.label}: {node.op} needs ONNX opset >= {needed}, target is {self.opset}")
+            raise UnsupportedError(
+                f"{node.label}: needs ONNX opset >= {needed}, the target is {self.opset} "
+                f"(write opset {needed} or later, e.g. --opset {needed}, or lower with another strategy)"
+            )
         if node.op in DOWNGRADES:
             names, attrs = DOWNGRADES[node.op](node, names, attrs, self.opset, self)
         onnx_attrs = {}

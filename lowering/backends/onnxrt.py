@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LoweringError
+from ..errors import LoweringError, UnsupportedError
 from ..ir import Graph
 from .onnx import to_onnx
 from .registry import CompiledGraph, register_backend
@@ -23,8 +23,18 @@ def session_options(threads: int | None = None, spinning: bool = False):
         options.inter_op_num_threads = 1
     if not spinning:  # a spinning pool starves whatever runs next on a small machine
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: its errors reach the user as our one-line message
     return options
+
+
+def _runtime_refusal(error: Exception, what: str) -> LoweringError:
+    """onnxruntime's error as one line: UnsupportedError where it has no kernel for a valid model (a gap
+    of the runtime, e.g. float64 Conv or float16 ScatterND), LoweringError otherwise."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    missing_kernel = type(error).__name__ == "NotImplemented" or any(
+        sign in first for sign in ("NOT_IMPLEMENTED", "data type is not supported")
+    )
+    return (UnsupportedError if missing_kernel else LoweringError)(f"{what}: {first}")
 
 
 @register_backend("onnx")
@@ -42,13 +52,16 @@ def compile_onnx(
     try:
         session = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
     except Exception as error:  # onnxruntime refuses some valid models (e.g. configurations it lacks kernels for)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LoweringError(f"onnxruntime refused the model: {first}") from None
+        raise _runtime_refusal(error, "onnxruntime refused the model") from None
     names = [v.name for v in graph.outputs]
     input_types = {v.name: v.dtype for v in graph.inputs}
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: np.ascontiguousarray(v, dtype=input_types[k]) for k, v in inputs.items()}
-        return dict(zip(names, session.run(names, feeds), strict=True))
+        try:
+            results = session.run(names, feeds)
+        except Exception as error:  # a check of its own at run time (e.g. its output_padding < stride rule)
+            raise _runtime_refusal(error, "onnxruntime refused to run the model") from None
+        return dict(zip(names, results, strict=True))
 
     return CompiledGraph(graph, "onnx", device, run, artifacts={"model": model, "session": session})

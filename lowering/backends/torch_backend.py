@@ -659,9 +659,10 @@ def _sparse_matmul(b: _Builder, node: Node) -> Any:
     import scipy.sparse as sp
 
     values, rows, cols = (np.asarray(d) for d in data)
-    csr = sp.csr_matrix((values, (cols, rows)), shape=(n, k))  # Bᵀ; duplicate entries add
+    compute = _compute_dtype(values.dtype.name)  # float16 in float32 (scipy.sparse has no float16 either)
+    csr = sp.csr_matrix((values.astype(compute), (cols, rows)), shape=(n, k))  # Bᵀ; duplicate entries add
     csr.sum_duplicates()
-    dtype = getattr(torch, _compute_dtype(values.dtype.name))
+    dtype = getattr(torch, compute)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         matrix_t = torch.sparse_csr_tensor(
