@@ -51,6 +51,14 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 # ----------------------------------------------------------------- shared argument helpers
 
 
+def strategy_or_pipeline(args: argparse.Namespace) -> str:
+    """The strategy to lower with, refusing `--strategy` beside `-p` (the pipeline names its passes, so
+    the strategy would be silently ignored); `auto` when neither is given."""
+    if args.strategy is not None and args.pipeline is not None:
+        raise LoweringError(f"give --strategy or -p, not both (-p '{args.pipeline}' names every pass to run)")
+    return args.strategy or "auto"
+
+
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= `low` (argparse then reports a bad value in one line)."""
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_model_argument, command, load_graph
+from .cli import add_model_argument, command, load_graph, strategy_or_pipeline
 from .errors import LoweringError
 
 FORMATS = ("png", "svg", "pdf")
@@ -40,6 +40,7 @@ def _draw(args: argparse.Namespace) -> int:
     if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:  # above it the image buffer alone runs to gigabytes
         raise LoweringError(f"--dpi must be between {DPI_RANGE[0]} and {DPI_RANGE[1]}, got {args.dpi}")
     lowering_asked = args.strategy is not None or args.pipeline is not None
+    strategy = strategy_or_pipeline(args)
     if args.before_after and not lowering_asked:
         raise LoweringError("--before-after needs --strategy S or -p PIPELINE")
     graph = load_graph(args)
@@ -47,7 +48,6 @@ def _draw(args: argparse.Namespace) -> int:
     name = Path(args.model).name if args.model else graph.name
     panels = [(name, graph)]
     if lowering_asked:
-        strategy = args.strategy or "auto"
         how = f"-p {args.pipeline}" if args.pipeline else f"--strategy {strategy}"
         lowered = (f"{name} after {how}", lower(graph, strategy, pipeline=args.pipeline))
         panels = [*panels, lowered] if args.before_after else [lowered]

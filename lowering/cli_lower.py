@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import add_model_argument, command, int_at_least, load_graph
+from .cli import add_model_argument, command, int_at_least, load_graph, strategy_or_pipeline
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
     add_model_argument(parser)
     parser.add_argument("-o", "--output", required=True, help="path of the ONNX model to write")
-    parser.add_argument("--strategy", default="auto", choices=strategy_names(), help="lowering strategy (default auto)")
+    parser.add_argument("--strategy", choices=strategy_names(), help="lowering strategy (default auto)")
     parser.add_argument("-p", "--pipeline", help="comma-separated pass names, replacing the standard pipeline")
     parser.add_argument("--opset", type=int, help="ONNX opset of the written model (default: the input's, >= 11)")
     parser.add_argument("--backend", default="onnx", help="target backend auto optimises for (default onnx)")
@@ -58,6 +58,7 @@ def _lower(args: argparse.Namespace) -> int:
     from .backends.onnx import to_onnx
 
     output = check_output_path(args.output, args.model)
+    args.strategy = strategy_or_pipeline(args)
     if args.tune:  # its measurements need the same environment as `lowering bench` (set at process start)
         from .cli_bench import ensure_bench_environment
 
@@ -81,10 +82,8 @@ def _lower(args: argparse.Namespace) -> int:
     if before == 0:
         print(f"no ConvTranspose node to lower; wrote {output}", file=sys.stderr)
     else:
-        print(
-            f"lowered {before} ConvTranspose node(s) with '{args.strategy}' ({after} left); wrote {output}",
-            file=sys.stderr,
-        )
+        how = f"pipeline '{args.pipeline}'" if args.pipeline is not None else f"'{args.strategy}'"
+        print(f"lowered {before} ConvTranspose node(s) with {how} ({after} left); wrote {output}", file=sys.stderr)
     return 0
 
 

@@ -190,6 +190,8 @@ def _emit(args: argparse.Namespace) -> int:
     from .atomic import check_output_path
 
     output = check_output_path(args.output, args.model)
+    if args.opset is not None and args.backend != "onnx":
+        raise LoweringError(f"--opset applies to --backend onnx only, not '{args.backend}'")
     graph = load_graph(args)
     options = {"backend": args.backend} if args.strategy == "auto" else {}
     candidate = lowered(graph, args.strategy, **options)

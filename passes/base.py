@@ -81,9 +81,13 @@ def parse_pipeline(text: str, options: dict[str, Any] | None = None) -> list[Pas
     """`"canonicalize,zero-insertion,dce"` -> passes; `options` go to every pass that has them."""
     options = options or {}
     passes = []
-    for name in (part.strip() for part in text.split(",")):
+    names = [part.strip() for part in text.split(",")]
+    if len(names) > 1 and not names[-1]:
+        names.pop()  # a trailing comma names nothing more
+    for position, name in enumerate(names, start=1):
         if not name:
-            continue
+            where = "is empty" if len(names) == 1 else f"has no pass name at position {position} of {len(names)}"
+            raise LoweringError(f"pipeline '{text}' {where}")
         if name not in PASSES:
             raise LoweringError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
         fields = PASSES[name].options()

@@ -244,6 +244,21 @@ CASES = [
         r"--out '.*good\.onnx' is a file, not a directory",
     ),
     Case(
+        "strategy and pipeline both given",
+        lambda t: ["lower", str(good_model(t)), "-o", str(t / "b.onnx"), "--strategy", "subpixel", "-p", "dce"],
+        r"give --strategy or -p, not both",
+    ),
+    Case(
+        "empty pass in a pipeline",
+        lambda t: ["lower", str(good_model(t)), "-o", str(t / "e.onnx"), "-p", "canonicalize,,dce"],
+        r"pipeline 'canonicalize,,dce' has no pass name at position 2 of 3",
+    ),
+    Case(
+        "opset for a Python backend",
+        lambda t: ["emit", str(good_model(t)), "--backend", "numpy", "--opset", "18", "-o", str(t / "e.py")],
+        r"--opset applies to --backend onnx only, not 'numpy'",
+    ),
+    Case(
         "unknown strategy",
         lambda t: ["lower", str(good_model(t)), "-o", str(t / "u.onnx"), "--strategy", "magic"],
         r"invalid choice: 'magic'",

@@ -132,6 +132,9 @@ def test_parse_pipeline() -> None:
     spaced = parse_pipeline(" canonicalize , matrix ,dce, ", {"budget_bytes": 99, "sparse": "yes"})
     assert [p.name for p in spaced] == ["canonicalize", "matrix", "dce"]
     assert (spaced[1].budget_bytes, spaced[1].sparse) == (99, "yes")
+    for text, message in (("", "is empty"), ("dce,,dce", "no pass name at position 2 of 3"), (",", "is empty")):
+        with pytest.raises(LoweringError, match=message):
+            parse_pipeline(text)
 
 
 def test_a_custom_pipeline_through_lower() -> None:
