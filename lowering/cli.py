@@ -52,10 +52,11 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def strategy_or_pipeline(args: argparse.Namespace) -> str:
-    """The strategy to lower with, refusing `--strategy` beside `-p` (the pipeline names its passes, so
-    the strategy would be silently ignored); `auto` when neither is given."""
-    if args.strategy is not None and args.pipeline is not None:
-        raise LoweringError(f"give --strategy or -p, not both (-p '{args.pipeline}' names every pass to run)")
+    """The strategy to lower with (`auto` when neither it nor `-p` is given). A `--strategy` that the
+    `-p` pipeline does not run is refused: the pipeline names every pass, so it would be ignored."""
+    pipeline = args.pipeline
+    if args.strategy is not None and pipeline is not None and args.strategy not in map(str.strip, pipeline.split(",")):
+        raise LoweringError(f"--strategy {args.strategy} is not in -p '{args.pipeline}', which names every pass to run")
     return args.strategy or "auto"
 
 

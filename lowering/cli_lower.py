@@ -38,13 +38,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def lowering_options(args: argparse.Namespace) -> dict:
     """Pass options named on the command line, keyed by the pass field they set."""
     options: dict = {}
-    strategy = args.strategy
-    if args.matrix_budget is not None:
-        options["budget_bytes" if strategy == "matrix" else "matrix_budget"] = args.matrix_budget
+    runs = [part.strip() for part in args.pipeline.split(",")] if args.pipeline is not None else [args.strategy]
+    if args.matrix_budget is not None:  # the matrix pass's own budget, or the one auto gives its candidate
+        options["budget_bytes" if "matrix" in runs else "matrix_budget"] = args.matrix_budget
     if args.form is not None:
         options["form"] = args.form
-    runs_auto = strategy == "auto" if args.pipeline is None else "auto" in args.pipeline.split(",")
-    if runs_auto:
+    if "auto" in runs:
         options.update(backend=args.backend, device=getattr(args, "device", "cpu"))  # the model has GPU rates
         if getattr(args, "tune", False):
             options["tune"] = True
