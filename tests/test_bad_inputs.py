@@ -90,6 +90,16 @@ def _unknown_element_type(tensor: onnx.TensorProto) -> None:
     tensor.data_type = 127
 
 
+def _declared_output(tmp: Path, shape: list[int]) -> Path:
+    """The good model with its output declared as `shape` (it computes [1, 3, 7, 7])."""
+    model = onnx.load(str(good_model(tmp)))
+    output = model.graph.output[0]
+    output.CopyFrom(helper.make_tensor_value_info(output.name, TensorProto.FLOAT, shape))
+    path = tmp / "declared.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 def _run_inputs(tmp: Path, feeds: dict) -> list[str]:
     np.savez(tmp / "in.npz", **feeds)
     return ["run", str(good_model(tmp)), "--inputs", str(tmp / "in.npz"), "-o", str(tmp / "out.npz")]
@@ -163,6 +173,11 @@ CASES = [
         "initializer of an unknown element type",
         lambda t: ["inspect", str(_edited_weight(t, _unknown_element_type))],
         r"initializer 'w' has an unknown element type \(127\)",
+    ),
+    Case(
+        "declared output shape contradicts the node",
+        lambda t: ["inspect", str(_declared_output(t, [1, 7, 8, 8]))],
+        r"graph output 'y' is declared \[1, 7, 8, 8\] but its node computes \[1, 3, 7, 7\] \(axis 1: 7 vs 3\)",
     ),
     Case(
         "opset below the supported range",

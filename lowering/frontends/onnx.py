@@ -49,6 +49,9 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             raise ModelLoadError(f"cannot read {label}: the file is empty")
         try:
             model = onnx.load(str(path))
+        except onnx.checker.ValidationError as error:  # the protobuf parsed; its external data did not load
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"cannot read {label}: {first}") from None
         except Exception as error:  # protobuf raises several unrelated types
             raise ModelLoadError(f"cannot read {label}: not a valid ONNX protobuf ({type(error).__name__})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.input and not model.graph.output):
@@ -346,6 +349,23 @@ def _output_names(graph: Graph, proto: onnx.NodeProto) -> tuple[list[str], list[
     return outputs, omitted
 
 
+def _check_declared_output(value: Value, declared: tuple, declared_dtype: str | None) -> None:
+    """A graph output's declared type must agree with what its node computes (symbolic and unknown
+    dimensions agree with anything): ONNX calls such a model invalid, and a silent override would
+    hand the user a shape they did not ask for."""
+    what = f"graph output '{value.name}'"
+    if declared_dtype is not None and value.dtype is not None and declared_dtype != value.dtype:
+        raise ModelLoadError(f"{what} is declared {declared_dtype} but its node computes {value.dtype}")
+    if len(declared) != len(value.shape):
+        raise ModelLoadError(
+            f"{what} is declared with rank {len(declared)} but its node computes rank {len(value.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(declared, value.shape, strict=True)):
+        if isinstance(want, int) and isinstance(got, int) and want != got:
+            computes = f"its node computes {list(value.shape)}"
+            raise ModelLoadError(f"{what} is declared {list(declared)} but {computes} (axis {axis}: {want} vs {got})")
+
+
 def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     """Build a Graph from an ONNX model file or ModelProto (checked, shapes inferred and verified)."""
     model = load_model(source)
@@ -439,6 +459,7 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         if value.shape is None:
             value.shape = _shape(proto.type, anonymous)[0]
         elif declared is not None:
+            _check_declared_output(value, declared, declared_dtype)
             declared_outputs[value.name] = declared
         graph.outputs.append(value)
     _name_anonymous_dims(graph, declared_outputs, anonymous.fresh)
