@@ -1239,3 +1239,24 @@ def test_interleave_by_stacking_equals_the_reference(shape, strides, sizes) -> N
     want = evaluate(graph, {f"p{i}": p for i, p in enumerate(phases)})[graph.outputs[0].name]
     got = interleave_stacked([torch.from_numpy(p) for p in phases], strides, sizes)
     np.testing.assert_array_equal(got.contiguous().numpy(), want)
+
+
+@pytest.mark.parametrize("name", ["ac\x00", 'a"""b', "x\ny", "q'\\N{x}", "é"])
+def test_any_graph_or_node_name_gives_source_that_compiles(tmp_path, name):
+    # names reach docstrings and comments of the generated NumPy and PyTorch source
+    from lowering.backends.numpy_backend import write_numpy_module
+    from lowering.backends.torch_backend import write_torch_module
+    from lowering.layers import parse_layer
+
+    graph = parse_layer("C=2 M=2 in=3x3 k=3 s=2 p=1")
+    graph.name = name
+    for node in graph.nodes:
+        node.name = name
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)}
+    want = lowering.evaluate(graph, feeds)["y"]
+    lowered = lowering.lower(graph, "subpixel")
+    for backend in ("numpy", "torch"):
+        np.testing.assert_allclose(lowering.compile(lowered, backend)(feeds)["y"], want, rtol=1e-5, atol=1e-5)
+    for write, path in ((write_numpy_module, tmp_path / "m.py"), (write_torch_module, tmp_path / "t.py")):
+        write(lowered, path)
+        compile(path.read_text(), str(path), "exec")

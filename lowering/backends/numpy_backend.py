@@ -20,7 +20,7 @@ from ..errors import UnsupportedError
 from ..geometry import node_geometry
 from ..ir import Graph, Node, Value
 from .numpy_kernels import DEPENDS, KERNELS
-from .registry import CompiledGraph, register_backend
+from .registry import CompiledGraph, register_backend, source_text
 
 INLINE_LIMIT = 16
 
@@ -375,7 +375,7 @@ def emit_numpy(graph: Graph, *, constants_file: str | None = None) -> tuple[str,
         args = [ctx.name(v) if v is not None else "None" for v in node.inputs]
         expr = EMITTERS[node.op](ctx, node, args)
         outs = ", ".join(ctx.name(v) for v in node.outputs)
-        comment = f"  # {node.op}" + (f" '{node.name}'" if node.name else "")
+        comment = f"  # {node.op}" + (f" {source_text(node.name)}" if node.name else "")
         body.append(f"    {outs}{',' if len(node.outputs) > 1 and node.op != 'Split' else ''} = {expr}{comment}")
     returns = []
     for value in graph.outputs:
@@ -389,7 +389,7 @@ def emit_numpy(graph: Graph, *, constants_file: str | None = None) -> tuple[str,
     kernels = "\n\n".join(KERNELS[k].rstrip() for k in ctx.kernels)
     source = "\n".join(
         [
-            f'"""Graph \'{graph.name}\' as NumPy code, written by the lowering NumPy backend.',
+            f'"""Graph {source_text(graph.name)} as NumPy code, written by the lowering NumPy backend.',
             "",
             "Call run({input name: array}) -> {output name: array}.",
             '"""',
@@ -439,6 +439,6 @@ def compile_numpy(graph: Graph, device: str = "cpu", **_: object) -> CompiledGra
     if device != "cpu":
         raise UnsupportedError(f"the NumPy backend runs on the CPU only, not '{device}'")
     source, constants = emit_numpy(graph)
-    namespace: dict = {"CONSTANTS": constants, "__name__": f"lowering_numpy_{graph.name}"}
-    exec(compile(source, f"<numpy backend: {graph.name}>", "exec"), namespace)
+    namespace: dict = {"CONSTANTS": constants, "__name__": f"lowering_numpy_{graph.name!a}"}
+    exec(compile(source, f"<numpy backend: {graph.name!a}>", "exec"), namespace)
     return CompiledGraph(graph, "numpy", device, namespace["run"], source=source)

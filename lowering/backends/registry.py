@@ -68,3 +68,10 @@ def compile_graph(graph: Graph, backend: str = "numpy", device: str = "cpu", **o
     if device == "cuda" and not cuda_available():
         raise LoweringError("device 'cuda' was asked for but no CUDA device is available")
     return BACKENDS[backend](graph, device, **options)
+
+
+def source_text(name: str) -> str:
+    """A graph or node name as it may appear in generated source (a docstring or comment): quoted,
+    with control characters, non-ASCII, backslashes and double quotes escaped, so no name can end the
+    docstring or put a NUL or a line break into the code."""
+    return ascii(name).replace('"', "\\x22")

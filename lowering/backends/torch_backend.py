@@ -36,7 +36,7 @@ from ..errors import LoweringError, UnsupportedError
 from ..geometry import node_geometry
 from ..ir import Graph, Node, Value
 from . import torch_kernels
-from .registry import CompiledGraph, register_backend
+from .registry import CompiledGraph, register_backend, source_text
 from .torch_kernels import (
     HELPERS,
     col2im_nd,
@@ -907,12 +907,12 @@ def torch_module_source(graph: Graph, gm: Any, buffers_file: str | None) -> str:
             "            self.register_buffer(name, tensor)",
         ]
     forward = [("    " + line).rstrip() for line in code.src.strip("\n").splitlines()]
-    inputs = ", ".join(v.name for v in graph.inputs)
-    outputs = ", ".join(v.name for v in graph.outputs)
+    inputs = ", ".join(source_text(v.name) for v in graph.inputs)
+    outputs = ", ".join(source_text(v.name) for v in graph.outputs)
     sections = [
         "\n".join(
             [
-                f'"""Graph \'{graph.name}\' as a PyTorch module, written by the lowering torch backend.',
+                f'"""Graph {source_text(graph.name)} as a PyTorch module, written by the lowering torch backend.',
                 "",
                 f"    model = {class_name}()"
                 + ("  # buffers load from the .pt file beside this one" if buffers_file else ""),
