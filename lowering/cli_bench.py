@@ -118,6 +118,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for path in (args.json, args.csv, args.plot):
         if path:
             check_output_path(path)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise LoweringError(f"--plot '{args.plot}': the plot is a PNG image, name it .png")
 
 
 def _header(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,9 +302,9 @@ def _compare(args: argparse.Namespace) -> int:
     strategies, backends, devices = _selection(args)
     _check_outputs(args)
     ensure_bench_environment(args)
-    if args.layer and (args.model or args.example):
+    if args.layer is not None and (args.model or args.example):
         raise LoweringError("give either --layer or a model, not both")
-    graph = parse_layer(args.layer) if args.layer else load_graph(args)
+    graph = parse_layer(args.layer) if args.layer is not None else load_graph(args)
     spec = args.layer or args.model or f"example {args.example}"
     header = _header(args)
     result = _measure(args, header, graph.name, spec, graph, (strategies, backends, devices))

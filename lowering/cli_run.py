@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,15 +21,24 @@ TOLERANCE = {"float16": 2e-2, "float32": 1e-4, "float64": 1e-10}
 
 
 def read_inputs(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz by name; every failure is one InputError line naming the file."""
+    import zipfile
+
+    where = f"cannot read inputs '{path}'"
+    if Path(path).is_dir():
+        raise InputError(f"{where}: it is a directory")
+    if not Path(path).exists():
+        raise InputError(f"{where}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise InputError(f"{where}: not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"cannot read inputs '{path}': no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"cannot read inputs '{path}': it is a directory") from None
+    except ValueError as error:  # arrays of Python objects, which are never unpickled
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{where}: {first}") from None
     except Exception as error:
-        raise InputError(f"cannot read inputs '{path}': not an .npz archive ({type(error).__name__})") from None
+        raise InputError(f"{where}: not an .npz archive ({type(error).__name__})") from None
 
 
 def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -177,6 +187,9 @@ def _check(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- emit
 
 
+EMIT_SUFFIX = {"numpy": ".py", "torch": ".py", "onnx": ".onnx"}
+
+
 def _configure_emit(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("--backend", required=True, choices=["numpy", "torch", "onnx"])
@@ -190,6 +203,9 @@ def _emit(args: argparse.Namespace) -> int:
     from .atomic import check_output_path
 
     output = check_output_path(args.output, args.model)
+    suffix = EMIT_SUFFIX[args.backend]
+    if output.suffix.lower() != suffix:  # the constants go beside it with their own suffix (.npz / .pt)
+        raise LoweringError(f"output '{output}': --backend {args.backend} writes a {suffix} file, name it {suffix}")
     if args.opset is not None and args.backend != "onnx":
         raise LoweringError(f"--opset applies to --backend onnx only, not '{args.backend}'")
     graph = load_graph(args)

@@ -274,6 +274,29 @@ CASES = [
         r"--opset applies to --backend onnx only, not 'numpy'",
     ),
     Case(
+        "emitted module named like its constants",
+        lambda t: ["emit", str(good_model(t)), "--backend", "numpy", "-o", str(t / "m.npz")],
+        r"--backend numpy writes a \.py file, name it \.py",
+    ),
+    Case(
+        "plot not named .png",
+        lambda t: ["compare", "--layer", "C=2 M=2 in=4x4 k=3 s=2", "--plot", str(t / "p.jpg")],
+        r"--plot '.*p\.jpg': the plot is a PNG image, name it \.png",
+    ),
+    Case("empty layer spec", lambda t: ["compare", "--layer", ""], r"layer spec: 'C=' is required"),
+    Case(
+        "inputs file that is not an archive",
+        lambda t: [
+            "run",
+            str(good_model(t)),
+            "--inputs",
+            str(_write(t, "in.npz", b"not a zip")),
+            "-o",
+            str(t / "o.npz"),
+        ],
+        r"cannot read inputs '.*in\.npz': not an \.npz archive",
+    ),
+    Case(
         "unknown strategy",
         lambda t: ["lower", str(good_model(t)), "-o", str(t / "u.onnx"), "--strategy", "magic"],
         r"invalid choice: 'magic'",
