@@ -43,6 +43,8 @@ def parse_layer(spec: str, seed: int = 0) -> Graph:
         key, value = part.split("=", 1)
         if key not in _KEYS:
             raise LoweringError(f"layer spec: unknown key '{key}' (known keys: {', '.join(_KEYS)})")
+        if key in fields:
+            raise LoweringError(f"layer spec: '{key}=' is given twice ({key}={fields[key]} and {key}={value})")
         fields[key] = value
     for required in ("C", "M", "in", "k"):
         if required not in fields:

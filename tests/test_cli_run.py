@@ -195,9 +195,13 @@ def test_compare_layer_tiny_writes_json_with_every_field(tmp_path):
     assert (tmp_path / "cmp.csv").read_text().startswith("layer,")
 
 
-def test_compare_refuses_a_bad_layer_spec():
-    result = cli("compare", "--layer", "C=4 M=2 in=3x3 k=3 s=2 q=1")
-    assert result.returncode == 2 and "unknown key 'q'" in result.stderr
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("C=4 M=2 in=3x3 k=3 s=2 q=1", "unknown key 'q'"), ("C=4 M=2 in=3x3 k=3 s=2 s=3", "'s=' is given twice")],
+)
+def test_compare_refuses_a_bad_layer_spec(spec, message):
+    result = cli("compare", "--layer", spec)
+    assert result.returncode == 2 and message in result.stderr
 
 
 def test_bench_on_a_small_suite_layer_writes_json_with_summary(tmp_path):
