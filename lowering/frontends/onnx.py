@@ -107,13 +107,18 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def _shape(
-    type_proto: onnx.TypeProto, anonymous: Callable[[], str | None] = lambda: None
+    type_proto: onnx.TypeProto, anonymous: Callable[[], str | None] = lambda: None, what: str = "value"
 ) -> tuple[tuple[int | str, ...] | None, str]:
-    """Shape and element type; a dim with neither value nor name gets the name `anonymous()` gives."""
+    """Shape and element type; a dim with neither value nor name gets the name `anonymous()` gives.
+    `what` names the value in a refusal ("graph input 'x'")."""
     if not type_proto.HasField("tensor_type"):
-        raise UnsupportedError(f"only tensor inputs and outputs are supported, got {type_proto.WhichOneof('value')}")
+        kind = type_proto.WhichOneof("value")
+        raise UnsupportedError(f"{what}: only tensor inputs and outputs are supported, got {kind}")
     tensor = type_proto.tensor_type
-    dtype = dtypes.from_onnx(tensor.elem_type)
+    try:
+        dtype = dtypes.from_onnx(tensor.elem_type)
+    except UnsupportedError as error:
+        raise UnsupportedError(f"{what}: {error}") from None
     if not tensor.HasField("shape"):
         return None, dtype
     dims: list[int | str] = []
@@ -310,10 +315,7 @@ class _InferredTypes:
         type_proto = self.types.get(name)
         if type_proto is None:
             return None, None
-        try:
-            return _shape(type_proto, self.anonymous)
-        except UnsupportedError as error:
-            raise UnsupportedError(f"{label}: output '{name}': {error}") from None
+        return _shape(type_proto, self.anonymous, f"{label}: output '{name}'")
 
 
 def _default_domain(domain: str) -> str:
@@ -395,7 +397,7 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         if proto.name in initializer_names:
             listed_initializers.append(proto.name)  # old exporters list weights as inputs too
             continue
-        shape, dtype = _shape(proto.type, anonymous)
+        shape, dtype = _shape(proto.type, anonymous, f"graph input '{proto.name}'")
         graph.add_input(proto.name, shape, dtype)
     if listed_initializers:
         graph.meta["initializer_inputs"] = listed_initializers
@@ -453,7 +455,7 @@ def from_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         if not graph.has_value(proto.name):
             raise ModelLoadError(f"graph output '{proto.name}' is not produced by any node")
         value = graph.value(proto.name)
-        declared, declared_dtype = _shape(proto.type)
+        declared, declared_dtype = _shape(proto.type, what=f"graph output '{proto.name}'")
         if value.dtype is None:  # an opaque node's output that inference could not type
             value.dtype = declared_dtype
         if value.shape is None:
