@@ -47,6 +47,10 @@ def lower(
     """
     from passes import STRATEGIES, PassManager, parse_pipeline
 
+    if not isinstance(graph, Graph):
+        raise LoweringError(f"lower: expected a lowering.Graph, got {type(graph).__name__}")
+    graph.verify()  # a hand-built graph may be broken; say so here rather than deep inside a pass
+
     if pipeline is None:
         if strategy not in STRATEGIES:
             raise LoweringError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")

@@ -127,7 +127,7 @@ class Node:
         return f"{outs} = {self.op}({ins})"
 
 
-_NAME_SUFFIX = re.compile(r"^(.*?)(?:_(\d+))?$")
+_NAME_SUFFIX = re.compile(r"^(.*?)(?:_(\d+))?$", re.DOTALL)  # names may hold any character
 
 
 class Graph:
@@ -257,6 +257,14 @@ class Graph:
         types = list(output_types) if output_types is not None else infer_node(node, len(names))
         if len(types) != len(names):
             raise VerificationError(f"{node.label}: expected {len(types)} outputs, got {len(names)} names")
+        # every check before the first change: a refused node leaves the graph as it was
+        for index, out_name in enumerate(names):
+            if not isinstance(out_name, str) or not out_name:
+                raise VerificationError(f"{node.label}: output name {index} must be a non-empty str, got {out_name!r}")
+            if out_name in self._values or out_name in names[:index]:
+                raise VerificationError(f"graph '{self.name}': value name '{out_name}' is defined twice")
+        if before is not None and (before._graph is not self or before not in self.nodes):
+            raise VerificationError(f"{node.label}: 'before' node {before.label} is not in graph '{self.name}'")
         for out_name, (shape, dtype) in zip(names, types, strict=True):
             value = self._claim(Value(out_name, shape, dtype))
             value.producer = node

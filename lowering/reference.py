@@ -13,6 +13,7 @@ import numpy as np
 from . import dtypes
 from .errors import InputError, UnsupportedError
 from .ir import Graph, Value
+from .verify import check_runnable
 
 
 def _as_reference(array: np.ndarray) -> np.ndarray:
@@ -22,6 +23,8 @@ def _as_reference(array: np.ndarray) -> np.ndarray:
 
 def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Match run-time arrays to graph inputs by name; one clear line for a missing, extra or misshapen one."""
+    if not isinstance(inputs, Mapping):
+        raise InputError(f"inputs must be a mapping of input name -> array, got {type(inputs).__name__}")
     names = [v.name for v in graph.inputs]
     missing = [n for n in names if n not in inputs]
     extra = sorted(set(inputs) - set(names))
@@ -32,7 +35,12 @@ def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np
     bound: dict[str, int] = {}
     out: dict[str, np.ndarray] = {}
     for value in graph.inputs:
-        array = np.asarray(inputs[value.name])
+        try:
+            array = np.asarray(inputs[value.name])
+        except ValueError as error:  # a ragged nested list
+            raise InputError(f"input '{value.name}' is not an array: {error}") from None
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"input '{value.name}' has element type {array.dtype.name}, not a number type")
         _check_shape(value, array, bound)
         if value.dtype is not None and dtypes.is_float(value.dtype) != (array.dtype.kind == "f"):
             raise InputError(
@@ -69,12 +77,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nda
     Float inputs and constants are promoted to float64 whatever their declared type, so the result
     is the exact function of the definitions, free of any backend's rounding.
     """
-    elided = graph.meta.get("elided_constants", {})
-    if elided:
-        raise UnsupportedError(
-            f"constant(s) {', '.join(sorted(elided))} were elided in the text this graph was parsed from; "
-            "print with elide_above=None to keep their data"
-        )
+    check_runnable(graph)
     env: dict[int, np.ndarray] = {}
     for name, array in check_inputs(graph, inputs).items():
         env[id(graph.value(name))] = _as_reference(array)

@@ -27,10 +27,10 @@ import numpy as np
 from . import dtypes
 from .errors import ParseError, VerificationError
 from .ir import Graph, Shape, Value
+from .verify import ELIDED_META
 
 _BARE = re.compile(r"[A-Za-z0-9_.]+")
 _DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # a bare symbolic dim must not read back as a number
-ELIDED_META = "elided_constants"
 
 
 def _name(name: str) -> str:

@@ -6,8 +6,29 @@ Passes run this after every rewrite, so a broken invariant is reported by the pa
 
 from __future__ import annotations
 
-from .errors import VerificationError
+from typing import Any
+
+import numpy as np
+
+from .errors import UnsupportedError, VerificationError
 from .ir import Graph, Value
+
+ELIDED_META = "elided_constants"  # set by the text parser: constants whose data the text left out
+
+
+def check_runnable(graph: Graph) -> None:
+    """Before a graph is run or written out: its structure is sound (a hand-built graph may not be),
+    and every constant holds its data (one parsed from elided text holds placeholders, which would
+    silently compute NaN)."""
+    if not isinstance(graph, Graph):
+        raise VerificationError(f"expected a lowering.Graph, got {type(graph).__name__}")
+    graph.verify()
+    elided = graph.meta.get(ELIDED_META, {})
+    if elided:
+        raise UnsupportedError(
+            f"constant(s) {', '.join(sorted(elided))} were elided in the text this graph was parsed from; "
+            "print with elide_above=None to keep their data"
+        )
 
 
 def verify_graph(graph: Graph) -> None:
@@ -59,6 +80,8 @@ def verify_graph(graph: Graph) -> None:
         stray = sorted(set(graph._values) - {v.name for v in defined.values()})
         fail(f"values registered but not defined by any input, initializer or node: {stray[:5]}")
     for value in graph.outputs:
+        if not isinstance(value, Value):
+            fail(f"graph output {value!r} is not a Value (outputs hold the values themselves, not names)")
         if id(value) not in defined:
             fail(f"graph output '{value.name}' is not defined")
     if len({v.name for v in graph.outputs}) != len(graph.outputs) and len({id(v) for v in graph.outputs}) == len(
@@ -69,7 +92,7 @@ def verify_graph(graph: Graph) -> None:
     for node in graph.nodes:
         if lookup(node.op) is None:
             continue  # opaque node: carried through, its types come from its source
-        if normalize_attrs(node, node.attrs) != node.attrs:
+        if not _same_attrs(normalize_attrs(node, node.attrs), node.attrs):
             raise VerificationError(f"{node.label}: attributes were edited into a form the op schema does not accept")
         inferred = infer_node(node, len(node.outputs))
         for value, (shape, dtype) in zip(node.outputs, inferred, strict=True):
@@ -78,6 +101,20 @@ def verify_graph(graph: Graph) -> None:
                     f"{node.label}: output '{value.name}' records {value.type_str()} but the op infers "
                     f"{_fmt(shape, dtype)}"
                 )
+
+
+def _same_attrs(a: dict, b: dict) -> bool:
+    """Attribute dicts equal, comparing array values (a Constant's tensor) by content."""
+    return a.keys() == b.keys() and all(_same_value(a[key], b[key]) for key in a)
+
+
+def _same_value(left: Any, right: Any) -> bool:
+    if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+        nan_equal = np.asarray(left).dtype.kind in "fc" and np.asarray(right).dtype.kind in "fc"
+        return np.shape(left) == np.shape(right) and bool(np.array_equal(left, right, equal_nan=nan_equal))
+    if isinstance(left, (list, tuple)) and type(left) is type(right):
+        return len(left) == len(right) and all(_same_value(x, y) for x, y in zip(left, right, strict=True))
+    return bool(left == right)
 
 
 def _fmt(shape, dtype) -> str:

@@ -10,8 +10,11 @@ is reported by the pass that broke it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TextIO
@@ -74,7 +77,32 @@ def get_pass(name: str, **options: Any) -> Pass:
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise LoweringError(f"pass '{name}' has no option {', '.join(unknown)} (options: {known})")
+    hints = typing.get_type_hints(cls)
+    for option, value in options.items():
+        _check_option_type(name, option, value, hints.get(option))
     return cls(**options)
+
+
+# an option's annotation -> whether a value fits it (bool is not taken for a number, a number is a float)
+OPTION_TYPES: dict[Any, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
+def _check_option_type(pass_name: str, option: str, value: Any, annotation: Any) -> None:
+    """Refuse an option value of the wrong type by name, before it fails deep inside the pass."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    checks = [OPTION_TYPES.get(t) for t in allowed if t is not type(None)]
+    if any(check is None for check in checks) or (value is None and type(None) in allowed):
+        return  # a type this table does not cover, or an allowed None
+    if not any(check(value) for check in checks):  # type: ignore[misc]
+        wanted = " or ".join(t.__name__ for t in allowed)
+        raise LoweringError(
+            f"pass '{pass_name}': option {option} must be {wanted}, got {type(value).__name__} {value!r}"
+        )
 
 
 def parse_pipeline(text: str, options: dict[str, Any] | None = None) -> list[Pass]:

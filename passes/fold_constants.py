@@ -28,6 +28,7 @@ class FoldConstants(Pass):
 
     def run(self, graph: Graph) -> PassResult:
         folded = 0
+        made = []
         for node in list(graph.nodes):
             opdef = node.opdef
             if opdef is None or opdef._reference is None or node.op == "Constant":
@@ -41,12 +42,15 @@ class FoldConstants(Pass):
                 continue
             results = opdef.evaluate(node, inputs)
             for value, result in zip(node.outputs, results, strict=True):
-                # C-contiguous, as every backend expects its weights, but not copied when it already is:
-                # the reference returns fresh arrays or views of read-only constants, and copying every
-                # folded weight was most of the lowering time
-                array = np.ascontiguousarray(result, dtype=value.dtype)
-                constant = graph.const(array, hint=value.name, copy=False)
+                # kept as the reference returns it (often a view: a flipped or transposed weight) until
+                # the end, so a chain of weight transforms is copied once, not once per op
+                constant = graph.const(np.asarray(result, dtype=value.dtype), hint=value.name, copy=False)
                 graph.replace_all_uses_with(value, constant)
+                made.append(constant)
             graph.remove_node(node)
             folded += 1
+        for constant in made:  # what the graph still reads: C-contiguous, as every backend expects weights
+            if constant.uses and not constant.const.flags.c_contiguous:  # type: ignore[union-attr]
+                constant.const = np.ascontiguousarray(constant.const)
+                constant.const.setflags(write=False)
         return PassResult(graph, folded > 0)

@@ -206,8 +206,10 @@ def _write_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> 
 
 def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     """Write `graph` as an ONNX model at `opset` (default: the source model's opset, else 18)."""
+    from ..verify import check_runnable
     from .onnx_legalize import legalize_for_onnx
 
+    check_runnable(graph)
     target = _choose_opset(graph, opset)
     graph = legalize_for_onnx(graph, target)
     writer = _Writer(graph, target)

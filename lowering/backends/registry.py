@@ -58,8 +58,10 @@ def cuda_available() -> bool:
 
 def compile_graph(graph: Graph, backend: str = "numpy", device: str = "cpu", **options: Any) -> CompiledGraph:
     """Compile `graph` for `backend` ("numpy", "torch" or "onnx") on `device` ("cpu" or "cuda")."""
+    from ..verify import check_runnable
     from . import load_backends
 
+    check_runnable(graph)
     load_backends()
     if backend not in BACKENDS:
         raise LoweringError(f"unknown backend '{backend}' (known: {', '.join(sorted(BACKENDS))})")

@@ -1,0 +1,105 @@
+"""The Python API under misuse: a mistake is one clear LoweringError line, never an internal
+exception or a silently wrong result, and a refused edit leaves the graph as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lowering
+from lowering import Graph, InputError, LoweringError, VerificationError
+from lowering.layers import parse_layer
+
+
+def small_graph() -> Graph:
+    graph = Graph("g")
+    x = graph.add_input("x", (1, 4, 5, 5))
+    w = graph.const(np.ones((4, 2, 3, 3), np.float32), "w")
+    graph.outputs.append(graph.op("ConvTranspose", x, w, strides=[2, 2]))
+    return graph
+
+
+def test_a_refused_node_leaves_the_graph_as_it_was():
+    graph = small_graph()
+    x = graph.inputs[0]
+    with pytest.raises(VerificationError, match="value name 's' is defined twice"):
+        graph.add_node("Split", [x], {"axis": 1, "num_outputs": 2}, outputs=["s", "s"])
+    other = small_graph()
+    with pytest.raises(VerificationError, match=r"'before' node .* is not in graph 'g'"):
+        graph.op("Relu", x, before=other.nodes[0])
+    graph.verify()
+    assert not graph.has_value("s") and [n.op for n in graph.nodes] == ["ConvTranspose"]
+    assert [node for node, _ in x.uses] == graph.nodes
+
+
+def test_any_character_in_a_name_gets_a_fresh_name():
+    graph = Graph("g")
+    x = graph.add_input("x\ny", (1, 2))
+    y = graph.op("Relu", x, name="x\ny")
+    assert y.name != x.name
+    graph.verify()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda g: lowering.lower(g, "subpixel"),
+        lambda g: lowering.evaluate(g, {"x": np.ones((1, 4, 5, 5), np.float32)}),
+        lambda g: lowering.compile(g, "numpy"),
+        lambda g: lowering.to_onnx(g),
+    ],
+    ids=["lower", "evaluate", "compile", "to_onnx"],
+)
+def test_every_entry_point_verifies_a_hand_built_graph(entry):
+    graph = small_graph()
+    graph.outputs.append(small_graph().outputs[0])  # a value of another graph
+    with pytest.raises(VerificationError, match=r"graph output .* is not defined"):
+        entry(graph)
+    named = small_graph()
+    named.outputs[0] = "y"  # a name where the value belongs
+    with pytest.raises(VerificationError, match="graph output 'y' is not a Value"):
+        entry(named)
+
+
+def test_a_graph_parsed_from_elided_text_is_not_run_or_written():
+    text = str(parse_layer("C=8 M=8 in=4x4 k=4 s=2 p=1"))  # the default text elides the weights
+    assert "elided<" in text
+    graph = lowering.parse_ir(text)
+    for entry in (
+        lambda: lowering.compile(lowering.lower(graph, "subpixel"), "numpy"),
+        lambda: lowering.to_onnx(graph),
+    ):
+        with pytest.raises(lowering.UnsupportedError, match="were elided in the text"):
+            entry()
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        (np.ones((1, 4, 5, 5), np.float32), "inputs must be a mapping of input name -> array, got ndarray"),
+        ([np.ones((1, 4, 5, 5), np.float32)], "inputs must be a mapping of input name -> array, got list"),
+        ({"x": [[1.0, 2.0], [3.0]]}, "input 'x' is not an array"),
+        ({"x": "hello"}, "input 'x' has element type str160, not a number type"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "numpy"])
+def test_inputs_that_are_not_named_arrays_are_one_line(feeds, message, backend):
+    graph = small_graph()
+    run = (lambda f: lowering.evaluate(graph, f)) if backend == "reference" else lowering.compile(graph, "numpy")
+    with pytest.raises(InputError, match=message.replace("(", r"\(")) as info:
+        run(feeds)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "message"),
+    [
+        ("matrix", {"budget_bytes": "big"}, "pass 'matrix': option budget_bytes must be int, got str 'big'"),
+        ("auto", {"tune_margin": "x"}, "pass 'auto': option tune_margin must be float, got str 'x'"),
+        ("auto", {"tune": 1}, "pass 'auto': option tune must be bool, got int 1"),
+    ],
+)
+def test_pass_options_of_the_wrong_type_are_refused_by_name(strategy, options, message):
+    with pytest.raises(LoweringError, match=message):
+        lowering.lower(small_graph(), strategy, **options)
+    lowering.lower(small_graph(), "matrix", budget_bytes=np.int64(1 << 20))  # a NumPy integer is an int
