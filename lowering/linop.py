@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import UnsupportedError
+from .errors import InputError, UnsupportedError
 from .geometry import ConvGeometry, ConvTransposeGeometry, node_geometry
 from .ir import Graph, Node
 from .ops.conv import conv_reference, conv_transpose_reference
@@ -36,6 +37,21 @@ def _spatial_triples(g: ConvTransposeGeometry) -> tuple[np.ndarray, np.ndarray, 
         ins = (ins[:, None] * i + pos[None, :]).reshape(-1)
         outs = (outs[:, None] * o + target[None, :]).reshape(-1)
     return taps, ins, outs
+
+
+def _operand(x: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """`x` as an array of `shape` or (N, *shape); anything else is one InputError line."""
+    try:
+        x = np.asarray(x)
+    except ValueError as error:  # a ragged nested list
+        raise InputError(f"{what}: the operand is not an array ({error})") from None
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{what}: the operand has element type {x.dtype.name}, not a number type")
+    if tuple(x.shape) != shape and tuple(x.shape[1:]) != shape:
+        raise InputError(
+            f"{what}: the operand has shape {list(x.shape)}, expected {list(shape)} or [N, *{list(shape)}]"
+        )
+    return x
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class _LinearConv:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """A x for x of shape in_shape or (N, *in_shape), in float64."""
+        x = _operand(x, self.in_shape, "apply")
         batched = x.ndim == len(self.in_shape) + 1
         y = self._forward(x if batched else x[None])
         return y if batched else y[0]

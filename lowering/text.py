@@ -307,6 +307,8 @@ def parse_ir(text: str) -> Graph:
     """Parse the text form back into a Graph (see the module docstring for the syntax)."""
     from .ops import lookup
 
+    if not isinstance(text, str):
+        raise ParseError(f"parse_ir takes the text form as a str, got {type(text).__name__}")
     tokens = _Tokens(text)
     tokens.expect("graph")
     graph = Graph(_unquote(tokens.take("at")[1:]))
@@ -367,6 +369,9 @@ def parse_ir(text: str) -> Graph:
         if tokens.accept("{"):
             while not tokens.accept("}"):
                 key = tokens.take("ident")
+                if key in attrs:
+                    tokens.index -= 1
+                    raise tokens.error(f"attribute '{key}' is given twice")
                 tokens.expect("=")
                 attrs[key] = _parse_attr(tokens)
                 if tokens.peek()[1] != "}":

@@ -151,6 +151,8 @@ class PassManager:
         notes: list[str] = []
         for p in self.passes:
             result = p.run(graph)
+            if not isinstance(result, PassResult):  # a plugin pass's slip, named rather than an AttributeError
+                raise LoweringError(f"pass '{p.name}' returned {type(result).__name__}, not a PassResult(graph, ...)")
             graph = result.graph
             modified |= result.modified
             notes.extend(result.notes)

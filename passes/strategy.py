@@ -70,7 +70,7 @@ class LoweringStrategy(Pass):
 
     def cost(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> Cost:
         """Static cost figures of lowering `node` this way, computed without rewriting anything."""
-        raise NotImplementedError
+        raise NotImplementedError(f"strategy '{self.name}' does not implement cost(), which auto and --explain need")
 
     def check(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> None:
         """Raise Declined when this strategy cannot lower the node (default: it always can)."""
@@ -83,7 +83,7 @@ class LoweringStrategy(Pass):
 
     def rewrite(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> Value:
         """Emit the replacement before `node` and return the value that replaces its output."""
-        raise NotImplementedError
+        raise NotImplementedError(f"strategy '{self.name}' does not implement rewrite()")
 
     def lower_node(self, graph: Graph, node: Node) -> None:
         """Check, rewrite and replace one ConvTranspose node (raises Declined when `check` refuses)."""

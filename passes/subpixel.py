@@ -139,7 +139,7 @@ class SubpixelLowering(LoweringStrategy):
 
     def check(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> None:
         if self.exact_only and self.choose(geometry) == "fused" and not exact_fused(geometry):
-            raise Declined("the fused form would multiply padding taps of its sub-kernels")
+            raise Declined(f"{node.label}: the fused form would multiply padding taps of its sub-kernels")
 
     # ------------------------------------------------------------- cost and choice
     def _macs(self, g: ConvTransposeGeometry) -> dict[str, int]:

@@ -103,3 +103,54 @@ def test_pass_options_of_the_wrong_type_are_refused_by_name(strategy, options, m
     with pytest.raises(LoweringError, match=message):
         lowering.lower(small_graph(), strategy, **options)
     lowering.lower(small_graph(), "matrix", budget_bytes=np.int64(1 << 20))  # a NumPy integer is an int
+
+
+def test_text_with_an_attribute_given_twice_or_not_text_is_refused():
+    text = lowering.lower(parse_layer("C=2 M=3 in=4x4 k=3 s=2 p=1"), "zero-insertion").format(elide_above=None)
+    line = next(line for line in text.splitlines() if "strides=" in line)
+    twice = text.replace(line, line.replace("strides=", "strides=[9, 9], strides=", 1))
+    with pytest.raises(lowering.ParseError, match="attribute 'strides' is given twice"):
+        lowering.parse_ir(twice)
+    with pytest.raises(lowering.ParseError, match="takes the text form as a str, got bytes"):
+        lowering.parse_ir(text.encode())
+
+
+@pytest.mark.parametrize(
+    ("operand", "message"),
+    [
+        (np.ones((3, 5, 6)), r"the operand has shape \[3, 5, 6\], expected \[2, 4, 4\]"),
+        ([[1.0, 2.0], [3.0]], "the operand is not an array"),
+        ("x", "not a number type"),
+    ],
+)
+def test_an_operator_view_names_a_wrong_operand(operand, message):
+    graph = parse_layer("C=2 M=3 in=4x4 k=3 s=2 p=1")
+    operator = lowering.conv_operator(graph, graph.nodes[0])
+    with pytest.raises(InputError, match=message):
+        operator.apply(operand)
+
+
+def test_a_plugin_pass_that_returns_the_wrong_thing_is_named():
+    from passes import PassManager
+    from passes.base import Pass
+
+    class ReturnsGraph(Pass):
+        name = "returns-graph"
+
+        def run(self, graph):
+            return graph
+
+    with pytest.raises(LoweringError, match="pass 'returns-graph' returned Graph, not a PassResult"):
+        PassManager([ReturnsGraph()]).run(small_graph())
+
+
+def test_from_onnx_names_what_it_was_given():
+    with pytest.raises(lowering.ModelLoadError, match=r"expected a path or an onnx\.ModelProto, got bytes"):
+        lowering.from_onnx(b"\x08\x07")
+
+
+def test_a_declined_lowering_names_the_node():
+    graph = parse_layer("C=2 M=2 in=4x4 k=3 s=2 p=1 name=up")
+    graph.nodes[0].name = "up"
+    with pytest.raises(LoweringError, match=r"ConvTranspose 'up': the fused form would multiply padding taps"):
+        lowering.lower(graph, "subpixel-fused", exact_only=True)

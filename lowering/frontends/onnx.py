@@ -38,6 +38,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(source, onnx.ModelProto):
         model = source
         label = "model"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise ModelLoadError(f"expected a path or an onnx.ModelProto, got {type(source).__name__}")
     else:
         path = Path(source)
         label = f"'{path}'"
