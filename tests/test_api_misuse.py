@@ -154,3 +154,22 @@ def test_a_declined_lowering_names_the_node():
     graph.nodes[0].name = "up"
     with pytest.raises(LoweringError, match=r"ConvTranspose 'up': the fused form would multiply padding taps"):
         lowering.lower(graph, "subpixel-fused", exact_only=True)
+
+
+def test_constant_operands_are_checked_when_the_node_is_built():
+    graph = Graph("g")
+    x = graph.add_input("x", (3, 4))
+    with pytest.raises(LoweringError, match=r"Gather: index 5 is out of range for axis 0 of size 3 \(valid: -3 to 2\)"):
+        graph.op("Gather", x, graph.const(np.array([5])), axis=0)
+    with pytest.raises(LoweringError, match=r"Reshape: input 1 \(shape\) must be int64, got float64"):
+        graph.op("Reshape", x, graph.const([12.0]))
+    graph.verify()
+
+
+def test_from_torch_names_what_it_cannot_take():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.ConvTranspose2d(2, 3, 3, stride=2)
+    with pytest.raises(lowering.UnsupportedError, match=r"expected a torch\.nn\.Module, got function"):
+        lowering.from_torch(lambda t: t * 2, torch.ones(1, 2, 4, 4))
+    with pytest.raises(lowering.UnsupportedError, match=r"a torch\.Tensor or a tuple of them, got ndarray"):
+        lowering.from_torch(module, np.ones((1, 2, 4, 4), np.float32))

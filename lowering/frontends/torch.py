@@ -403,7 +403,16 @@ def from_torch(module: Any, example_inputs: Any, *, dynamic_shapes: Any = None, 
     translate is refused in one line that names every such op.
     """
     torch = _torch()
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if not isinstance(module, torch.nn.Module):
+        raise UnsupportedError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        inputs = (example_inputs,)
+    elif isinstance(example_inputs, (tuple, list)):
+        inputs = tuple(example_inputs)
+    else:
+        raise UnsupportedError(
+            f"from_torch: example_inputs must be a torch.Tensor or a tuple of them, got {type(example_inputs).__name__}"
+        )
     program = _export(module, inputs, dynamic_shapes)
     fx_graph = program.graph
 

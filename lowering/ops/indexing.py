@@ -18,6 +18,13 @@ def _(ctx: InferContext) -> list[TensorType]:
     axis = normalize_axis(ctx, ctx.attr("axis"), len(data))
     if ctx.dtype(1) not in ("int64", "int32"):
         ctx.fail(f"indices must be int32 or int64, got {ctx.dtype(1)}")
+    known = ctx.const(1)
+    size = data[axis]
+    if known is not None and isinstance(size, int) and np.size(known):
+        bad = np.asarray(known)[(known < -size) | (known >= size)]
+        if bad.size:  # constant indices are checked here; a run-time index out of range is an error there
+            valid = f"{-size} to {size - 1}"
+            ctx.fail(f"index {int(bad.flat[0])} is out of range for axis {axis} of size {size} (valid: {valid})")
     return [TensorType((*data[:axis], *indices, *data[axis + 1 :]), ctx.dtype(0))]
 
 

@@ -259,6 +259,8 @@ def reshape_target(fail, shape, target, allowzero: int) -> tuple[Dim, ...]:
 
 @reshape.infer
 def _(ctx: InferContext) -> list[TensorType]:
+    if ctx.dtype(1) not in (None, "int64"):  # ONNX's Reshape takes its shape as int64 only
+        ctx.fail(f"input 1 (shape) must be int64, got {ctx.dtype(1)}")
     target = reshape_target(ctx.fail, ctx.shape(0), ctx.require_const(1, "shape"), ctx.attr("allowzero"))
     return [TensorType(target, ctx.dtype(0))]
 
