@@ -173,3 +173,10 @@ def test_from_torch_names_what_it_cannot_take():
         lowering.from_torch(lambda t: t * 2, torch.ones(1, 2, 4, 4))
     with pytest.raises(lowering.UnsupportedError, match=r"a torch\.Tensor or a tuple of them, got ndarray"):
         lowering.from_torch(module, np.ones((1, 2, 4, 4), np.float32))
+
+
+def test_compile_names_an_option_its_backend_does_not_have():
+    with pytest.raises(
+        LoweringError, match=r"backend 'torch' has no option threads \(options: compile, tf32, prepack\)"
+    ):
+        lowering.compile(small_graph(), "torch", threads=2)

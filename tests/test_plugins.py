@@ -250,16 +250,11 @@ def test_cli_runs_a_user_pass_by_name_with_plugin(workdir):
         "lower", "small.onnx", "-o", "out.onnx", "--plugin", "split_bias_plugin", "-p", "canonicalize,split-bias,dce",
         cwd=workdir,
     )  # fmt: skip
-    known_bug = "apply to no pass of the pipeline" in done.stderr
-    if known_bug:  # rerun with a strategy that sets no auto-only option (-p still decides the passes)
-        done = run_cli(*done.args[3:], "--strategy", "col2im", cwd=workdir)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr  # no auto-only option is passed to a pipeline without auto
     out = lowering.from_onnx(workdir / "out.onnx")
     assert [n.op for n in out.nodes] == ["ConvTranspose", "Reshape", "Add", "Relu"]
     assert out.nodes_of("ConvTranspose")[0].input(2) is None
     assert_matches_reference(out)
-    if known_bug:
-        pytest.xfail("lowering/cli_lower.py passes backend= for the default --strategy auto even with -p PIPELINE")
 
 
 def test_cli_runs_a_user_pass_and_lowering_by_path_with_plugin_before_the_command(workdir):

@@ -435,7 +435,7 @@ def write_numpy_module(graph: Graph, path: str | Path) -> list[Path]:
 
 
 @register_backend("numpy")
-def compile_numpy(graph: Graph, device: str = "cpu", **_: object) -> CompiledGraph:
+def compile_numpy(graph: Graph, device: str = "cpu") -> CompiledGraph:
     if device != "cpu":
         raise UnsupportedError(f"the NumPy backend runs on the CPU only, not '{device}'")
     source, constants = emit_numpy(graph)

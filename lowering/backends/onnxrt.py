@@ -39,7 +39,7 @@ def _runtime_refusal(error: Exception, what: str) -> LoweringError:
 
 @register_backend("onnx")
 def compile_onnx(
-    graph: Graph, device: str = "cpu", *, opset: int | None = None, threads: int | None = None, **_: object
+    graph: Graph, device: str = "cpu", *, opset: int | None = None, threads: int | None = None
 ) -> CompiledGraph:
     import onnxruntime as ort
 

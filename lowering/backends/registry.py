@@ -6,6 +6,7 @@ and returns NumPy arrays keyed by the graph's input and output names, whatever r
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,14 @@ def compile_graph(graph: Graph, backend: str = "numpy", device: str = "cpu", **o
         raise LoweringError(f"unknown device '{device}' (known: {', '.join(DEVICES)})")
     if device == "cuda" and not cuda_available():
         raise LoweringError("device 'cuda' was asked for but no CUDA device is available")
-    return BACKENDS[backend](graph, device, **options)
+    compiler = BACKENDS[backend]
+    known = [name for name in inspect.signature(compiler).parameters if name not in ("graph", "device")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise LoweringError(
+            f"backend '{backend}' has no option {', '.join(unknown)} (options: {', '.join(known) or 'none'})"
+        )
+    return compiler(graph, device, **options)
 
 
 def source_text(name: str) -> str:

@@ -810,7 +810,6 @@ def compile_torch(
     compile: bool = False,
     tf32: bool = False,
     prepack: bool | None = None,
-    **_: object,
 ) -> CompiledGraph:
     """The graph as an fx GraphModule on `device`, run under `torch.inference_mode()`.
 
