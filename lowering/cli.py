@@ -157,16 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lowering", description="Lower ONNX ConvTranspose to other operators, and compare the results."
     )
-    parser.add_argument("--debug", action="store_true", help="print the traceback of internal errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     _add_plugin_argument(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMANDS.values():
         sub_parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.configure(sub_parser)
         _add_plugin_argument(sub_parser, argparse.SUPPRESS)
+        # accepted after the subcommand too, where the internal-error hint sends users
+        sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
+DEBUG_HELP = "print the traceback of internal errors"
 PLUGIN_HELP = "import a Python module (name or .py path) that registers passes, strategies or commands; repeatable"
 
 

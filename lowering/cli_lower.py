@@ -45,6 +45,8 @@ def lowering_options(args: argparse.Namespace) -> dict:
         options["form"] = args.form
     if "auto" in runs:
         options.update(backend=args.backend, device=getattr(args, "device", "cpu"))  # the model has GPU rates
+        if getattr(args, "opset", None) is not None:
+            options["opset"] = args.opset  # what the written model can hold decides what auto may pick
         if getattr(args, "tune", False):
             options["tune"] = True
     return options

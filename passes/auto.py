@@ -19,7 +19,7 @@ from lowering.ir import Graph, Node
 from . import tuning
 from .base import PassResult, register_pass
 from .cost_model import estimate_seconds
-from .matrix import DEFAULT_BUDGET
+from .matrix import DEFAULT_BUDGET, MatrixLowering
 from .strategy import STRATEGIES, Cost, Declined, LoweringStrategy
 
 BACKENDS = ("onnx", "torch", "numpy")
@@ -64,14 +64,30 @@ class Decision:
         return "\n".join(lines)
 
 
-def _no_float16_scatter(node: Node) -> str | None:
-    return "onnxruntime has no float16 ScatterND kernel" if node.inputs[0].dtype == "float16" else None
+def _onnx_opset(graph: Graph) -> int:
+    """The opset the ONNX writer targets for this graph by default (its source model's, at least 11)."""
+    from lowering.backends.onnx import DEFAULT_OPSET, MIN_EXPORT_OPSET
+
+    return max(graph.meta.get("opset", DEFAULT_OPSET), MIN_EXPORT_OPSET)
 
 
-# (strategy, backend) -> why that backend's runtime cannot run the strategy's graph for a node (else
-# None): valid graphs a runtime lacks kernels for, which auto must not pick
-RUNTIME_GAPS: dict[tuple[str, str], Callable[[Node], str | None]] = {
-    ("matrix", "onnx"): _no_float16_scatter,
+def _onnx_matrix_gap(strategy: LoweringStrategy, node: Node, g: ConvTransposeGeometry, opset: int) -> str | None:
+    if not isinstance(strategy, MatrixLowering) or not strategy.is_sparse(node, g):
+        return None  # the dense form is a MatMul, which every opset and type has
+    if node.inputs[0].dtype == "float16":
+        return "onnxruntime has no float16 ScatterND kernel"
+    return f"its ScatterND needs opset >= 16, the target is {opset}" if opset < 16 else None
+
+
+def _onnx_col2im_gap(strategy: LoweringStrategy, node: Node, g: ConvTransposeGeometry, opset: int) -> str | None:
+    return f"its Col2Im needs opset >= 18, the target is {opset}" if opset < 18 else None
+
+
+# (strategy, backend) -> why the graph the strategy writes for a node cannot run there (else None): an
+# op the target opset lacks, or a kernel the runtime lacks; auto must not pick it
+RUNTIME_GAPS: dict[tuple[str, str], Callable[[LoweringStrategy, Node, ConvTransposeGeometry, int], str | None]] = {
+    ("matrix", "onnx"): _onnx_matrix_gap,
+    ("col2im", "onnx"): _onnx_col2im_gap,
 }
 
 
@@ -91,6 +107,7 @@ class AutoLowering(LoweringStrategy):
     device: str = "cpu"
     tune_seconds: float = 0.5
     tune_margin: float = tuning.OVERRIDE_MARGIN  # --tune: how much faster a candidate must measure to win
+    opset: int | None = None  # the ONNX opset the result is written at (default: the source model's)
     decisions: list[Decision] = field(default_factory=list, repr=False, init=False)
 
     def decide(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> tuple[LoweringStrategy, Decision]:
@@ -108,7 +125,7 @@ class AutoLowering(LoweringStrategy):
                 declined[name] = str(why).split(": ", 1)[-1]
                 continue
             gap = RUNTIME_GAPS.get((name, self.backend))
-            why = gap(node) if gap is not None else None
+            why = gap(strategy, node, geometry, self.opset or _onnx_opset(graph)) if gap is not None else None
             if why is not None:
                 declined[name] = why
                 continue
@@ -122,7 +139,10 @@ class AutoLowering(LoweringStrategy):
         if self.tune:
             decision.measured, decision.cached = self._measured(graph, node, geometry, strategies, scored)
             decision.margin = self.tune_margin
-            decision.chosen = chosen = tuning.measured_choice(decision.measured, chosen, self.tune_margin)
+            # a cached measurement may hold candidates declined here (another opset, budget or type)
+            allowed = {cost.strategy for cost, _ in scored}
+            usable = {name: t for name, t in decision.measured.items() if name in allowed} or {chosen: 0.0}
+            decision.chosen = chosen = tuning.measured_choice(usable, chosen, self.tune_margin)
         return strategies[chosen], decision
 
     def _measured(self, graph, node, geometry, strategies, scored) -> tuple[dict[str, float], bool]:

@@ -74,6 +74,10 @@ class MatrixLowering(LoweringStrategy):
         matrix_bytes = nnz * (item + SPARSE_INDEX_BYTES) if sparse else rows * cols * item
         return sparse, matrix_bytes, nnz if sparse else rows * cols
 
+    def is_sparse(self, node: Node, g: ConvTransposeGeometry) -> bool:
+        """Whether this node's F^T is written sparse (SparseMatMul: ScatterND in ONNX) or dense (MatMul)."""
+        return self._layout(g, itemsize(node))[0]
+
     def cost(self, graph: Graph, node: Node, g: ConvTransposeGeometry) -> Cost:
         item = itemsize(node)
         sparse, matrix_bytes, entries = self._layout(g, item)

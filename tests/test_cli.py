@@ -245,3 +245,5 @@ def test_internal_error_is_one_line_exit_1(monkeypatch, capsys):
     assert main(["--debug", "inspect", "--example", "dcgan"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: an invariant broke" in err
+    assert main(["inspect", "--example", "dcgan", "--debug"]) == 1  # where the hint's reader puts it
+    assert "Traceback" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def test_get_pass_sets_options_from_dataclass_fields() -> None:
 
 def test_auto_state_is_not_an_option() -> None:
     """auto's per-node decisions are its state: neither settable nor printed as an option."""
-    options = {"backend", "matrix_budget", "tune", "device", "tune_seconds", "tune_margin"}
+    options = {"backend", "matrix_budget", "tune", "device", "tune_seconds", "tune_margin", "opset"}
     assert set(PASSES["auto"].options()) == options
     with pytest.raises(LoweringError):
         get_pass("auto", decisions=[])

@@ -732,3 +732,19 @@ def test_auto_leaves_out_what_the_target_runtime_has_no_kernel_for():
         got = lowering.compile(graph, backend)(feeds)["y"]
         assert got.dtype == np.float16
         assert_close(got, want, 2e-2)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 16, 17])
+def test_auto_picks_only_what_the_target_opset_can_hold(opset):
+    # ScatterND's reduction (the sparse matrix form) needs opset 16, Col2Im opset 18; auto picked the
+    # sparse matrix form for this small layer and the export then failed below 16
+    from lowering.layers import parse_layer
+
+    graph = parse_layer("N=1 C=8 M=4 in=8x8 k=4 s=2 p=1")
+    graph.meta["opset"] = opset
+    lowered = lower(graph, "auto", backend="onnx")
+    ops = {n.op for n in lowered.nodes}
+    assert ("SparseMatMul" in ops) <= (opset >= 16) and "Col2Im" not in ops
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+    assert_close(lowering.compile(lowered, "onnx")(feeds)["y"], evaluate(graph, feeds)["y"], 1e-5)
+    assert any(n.op == "SparseMatMul" for n in lower(graph, "auto", backend="onnx", opset=18).nodes)

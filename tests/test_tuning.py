@@ -112,3 +112,19 @@ def test_lower_tune_restarts_in_the_bench_environment(tmp_path, monkeypatch):
     (env,) = restarts
     assert all(env[key] == value for key, value in BENCH_ENV.items()) and env["LOWERING_BENCH_ENV"] == "1"
     assert not out.exists()  # nothing written before the restart
+
+
+def test_a_cached_candidate_declined_here_is_not_picked(tmp_path, monkeypatch):
+    # measured at opset 18, where the sparse matrix form runs and wins; at opset 13 it cannot be written
+    monkeypatch.setenv("LOWERING_CACHE_DIR", str(tmp_path))
+    graph = parse_layer("N=1 C=8 M=4 in=8x8 k=4 s=2 p=1")
+    lowering.lower(graph, "auto", tune=True, tune_seconds=0.02)
+    cache = json.loads((tmp_path / "tune.json").read_text())
+    for entry in cache.values():  # make the matrix form the clear winner of the cached measurement
+        entry["seconds"] = {name: 1.0 for name in entry["seconds"]} | {"matrix": 1e-6}
+        entry["fastest"] = "matrix"
+    (tmp_path / "tune.json").write_text(json.dumps(cache))
+    assert any(n.op == "SparseMatMul" for n in lowering.lower(graph, "auto", tune=True).nodes)
+    lowered = lowering.lower(graph, "auto", tune=True, opset=13)
+    assert "cached" in lowered.meta["lowering_notes"][0].splitlines()[0]
+    assert not any(n.op == "SparseMatMul" for n in lowered.nodes)
