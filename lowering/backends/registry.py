@@ -71,8 +71,10 @@ def compile_graph(graph: Graph, backend: str = "numpy", device: str = "cpu", **o
     if device == "cuda" and not cuda_available():
         raise LoweringError("device 'cuda' was asked for but no CUDA device is available")
     compiler = BACKENDS[backend]
-    known = [name for name in inspect.signature(compiler).parameters if name not in ("graph", "device")]
-    unknown = sorted(set(options) - set(known))
+    parameters = inspect.signature(compiler).parameters
+    known = [name for name, p in parameters.items() if name not in ("graph", "device") and p.kind != p.VAR_KEYWORD]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())  # a plugin backend may
+    unknown = [] if takes_any else sorted(set(options) - set(known))
     if unknown:
         raise LoweringError(
             f"backend '{backend}' has no option {', '.join(unknown)} (options: {', '.join(known) or 'none'})"
