@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli import add_model_argument, command, load_graph
-from .errors import InputError, LoweringError, UnsupportedError
+from .errors import InputError, LoweringError, UnsupportedError, first_line
 from .ir import Graph
 
 BACKEND_NAMES = ("numpy", "torch", "onnx")
@@ -35,7 +35,7 @@ def read_inputs(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except ValueError as error:  # arrays of Python objects, which are never unpickled
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise InputError(f"{where}: {first}") from None
     except Exception as error:
         raise InputError(f"{where}: not an .npz archive ({type(error).__name__})") from None

@@ -33,3 +33,10 @@ class InputError(LoweringError):
 
 class ParseError(LoweringError):
     """The textual IR could not be parsed."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none: what a one-line
+    refusal quotes from a library's (often multi-line) error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

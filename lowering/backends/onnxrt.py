@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LoweringError, UnsupportedError
+from ..errors import LoweringError, UnsupportedError, first_line
 from ..ir import Graph
 from .onnx import to_onnx
 from .registry import CompiledGraph, register_backend
@@ -30,7 +30,7 @@ def session_options(threads: int | None = None, spinning: bool = False):
 def _runtime_refusal(error: Exception, what: str) -> LoweringError:
     """onnxruntime's error as one line: UnsupportedError where it has no kernel for a valid model (a gap
     of the runtime, e.g. float64 Conv or float16 ScatterND), LoweringError otherwise."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = first_line(error)
     missing_kernel = type(error).__name__ == "NotImplemented" or any(
         sign in first for sign in ("NOT_IMPLEMENTED", "data type is not supported")
     )

@@ -25,7 +25,7 @@ import onnx
 from onnx import AttributeProto, numpy_helper
 
 from .. import dtypes
-from ..errors import LoweringError, ModelLoadError, UnsupportedError
+from ..errors import LoweringError, ModelLoadError, UnsupportedError, first_line
 from ..ir import Graph, Value
 from ..ops import lookup
 
@@ -52,7 +52,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         try:
             model = onnx.load(str(path))
         except onnx.checker.ValidationError as error:  # the protobuf parsed; its external data did not load
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             raise ModelLoadError(f"cannot read {label}: {first}") from None
         except Exception as error:  # protobuf raises several unrelated types
             raise ModelLoadError(f"cannot read {label}: not a valid ONNX protobuf ({type(error).__name__})") from None
@@ -61,7 +61,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ModelLoadError(f"{label} fails the ONNX checker: {first}") from None
     _check_names_are_text(model, label)
     return model
@@ -185,7 +185,7 @@ def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
     except KeyError:  # onnx's table of element types has no such entry
         raise ModelLoadError(f"{what} has an unknown element type ({tensor.data_type})") from None
     except (ValueError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ModelLoadError(f"{what}: its data does not fit its shape {list(tensor.dims)} ({first})") from None
 
 
