@@ -51,9 +51,9 @@ def lower(
         raise LoweringError(f"lower: expected a lowering.Graph, got {type(graph).__name__}")
     graph.verify()  # a hand-built graph may be broken; say so here rather than deep inside a pass
 
+    if strategy not in STRATEGIES:  # with a pipeline too: a misspelt name is a mistake, not a no-op
+        raise LoweringError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
     if pipeline is None:
-        if strategy not in STRATEGIES:
-            raise LoweringError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
         pipeline = pipeline_for(strategy, fold_bn=fold_bn)
     elif fold_bn:
         pipeline = f"fold-batchnorm,{pipeline}"

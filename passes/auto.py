@@ -23,6 +23,7 @@ from .matrix import DEFAULT_BUDGET, MatrixLowering
 from .strategy import STRATEGIES, Cost, Declined, LoweringStrategy
 
 BACKENDS = ("onnx", "torch", "numpy")
+DEVICES = ("cpu", "cuda")
 AUTO_MATRIX_BUDGET = 4 << 20  # an explicit F^T is only worth it when tiny
 
 
@@ -113,6 +114,8 @@ class AutoLowering(LoweringStrategy):
     def decide(self, graph: Graph, node: Node, geometry: ConvTransposeGeometry) -> tuple[LoweringStrategy, Decision]:
         if self.backend not in BACKENDS:
             raise LoweringError(f"auto: backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
+        if self.device not in DEVICES:
+            raise LoweringError(f"auto: device must be one of {', '.join(DEVICES)}, got '{self.device}'")
         if not self.tune_margin >= 0:
             raise LoweringError(f"auto: tune_margin must be a share >= 0 (0.1: 10% faster), got {self.tune_margin}")
         strategies = candidate_strategies(min(self.matrix_budget, DEFAULT_BUDGET))

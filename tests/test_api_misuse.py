@@ -180,3 +180,18 @@ def test_compile_names_an_option_its_backend_does_not_have():
         LoweringError, match=r"backend 'torch' has no option threads \(options: compile, tf32, prepack\)"
     ):
         lowering.compile(small_graph(), "torch", threads=2)
+
+
+def test_a_misspelt_strategy_or_device_is_refused_even_beside_a_pipeline():
+    with pytest.raises(LoweringError, match="unknown strategy 'nope'"):
+        lowering.lower(small_graph(), "nope", pipeline="dce")
+    with pytest.raises(LoweringError, match="auto: device must be one of cpu, cuda, got 'tpu'"):
+        lowering.lower(small_graph(), "auto", device="tpu")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])
+def test_every_backend_computes_in_the_graph_type_whatever_float_type_comes_in(backend):
+    graph = small_graph()
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 5, 5))}  # float64 into a float32 graph
+    out = lowering.compile(graph, backend)(feeds)
+    assert out[graph.outputs[0].name].dtype == np.float32

@@ -352,8 +352,10 @@ def emit_numpy(graph: Graph, *, constants_file: str | None = None) -> tuple[str,
     body: list[str] = []
     for value in graph.inputs:
         name = ctx.name(value)
-        cast = f".astype(np.{_compute_dtype(value.dtype)})" if value.dtype == "float16" else ""
-        body.append(f"    {name} = np.asarray(inputs[{value.name!r}]){cast}")
+        # a float input computes in the graph's type (float16 in float32), whatever float type it came in:
+        # as the PyTorch and onnxruntime backends do; no copy when it already has that type
+        typed = f", dtype=np.{_compute_dtype(value.dtype)}" if value.dtype and value.dtype.startswith("float") else ""
+        body.append(f"    {name} = np.asarray(inputs[{value.name!r}]{typed})")
     compile_time = {
         id(node.inputs[i])
         for node in graph.nodes
