@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dtypes
 from .cli import add_model_argument, command, load_graph
 from .errors import InputError, LoweringError, UnsupportedError, first_line
 from .ir import Graph
@@ -17,7 +18,6 @@ BACKEND_NAMES = ("numpy", "torch", "onnx")
 NATIVE = "none"  # run the graph as it is, ConvTranspose included (the runtime's own kernel)
 
 # max |out − ref| / max |ref| allowed, by the element type the backend computed in
-TOLERANCE = {"float16": 2e-2, "float32": 1e-4, "float64": 1e-10}
 
 
 def read_inputs(path: str) -> dict[str, np.ndarray]:
@@ -140,7 +140,7 @@ def _check(args: argparse.Namespace) -> int:
         if name not in BACKEND_NAMES:
             raise LoweringError(f"unknown backend '{name}' (known: {', '.join(BACKEND_NAMES)})")
     dtype = next((v.dtype for v in graph.outputs if v.dtype), "float32")
-    tolerance = TOLERANCE.get(dtype, 1e-4)
+    tolerance = dtypes.TOLERANCE.get(dtype, 1e-4)
     table = Table(title=f"{graph.name}: max error against the float64 reference (tolerance {tolerance:g} relative)")
     for column in ("strategy", "backend", "max abs error", "max rel error", "result"):
         table.add_column(column, justify="right" if "error" in column else "left")

@@ -73,3 +73,8 @@ def from_onnx(elem_type: int) -> str:
 
 def is_float(dtype: str) -> bool:
     return canonical(dtype) in FLOAT_DTYPES
+
+
+# relative error (to the largest reference magnitude) a result of this type may show against the float64
+# reference: float16 rounds every stored value to 11 bits
+TOLERANCE = {"float16": 2e-2, "float32": 1e-4, "float64": 1e-10}

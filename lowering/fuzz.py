@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .dtypes import TOLERANCE
 from .errors import LoweringError
 
 STRATEGIES_TO_RUN = ("zero-insertion", "col2im", "subpixel", "auto")
@@ -27,6 +28,9 @@ BACKENDS_TO_RUN = ("onnx", "numpy", "torch")
 class Outcome:
     kind: str  # "ok", "refused" or "finding"
     detail: str = ""
+
+
+FUZZ_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE}
 
 
 def seed_model(
@@ -40,14 +44,17 @@ def seed_model(
     out_per_group=2,
     size=(4, 4),
     opset=18,
+    dtype="float32",
+    batch=1,
+    bias=True,
 ) -> onnx.ModelProto:
     """A small valid ConvTranspose + Relu model (the seed the mutations start from)."""
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((channels, out_per_group, *kernel)).astype(np.float32)
-    b = rng.standard_normal(out_per_group * group).astype(np.float32)
+    w = rng.standard_normal((channels, out_per_group, *kernel)).astype(dtype)
+    b = rng.standard_normal(out_per_group * group).astype(dtype)
     node = helper.make_node(
         "ConvTranspose",
-        ["x", "w", "b"],
+        ["x", "w", "b"] if bias else ["x", "w"],
         ["t"],
         name="up",
         strides=list(strides),
@@ -57,12 +64,13 @@ def seed_model(
         group=group,
     )
     relu = helper.make_node("Relu", ["t"], ["y"], name="act")
+    element = FUZZ_TYPES[dtype]
     graph = helper.make_graph(
         [node, relu],
         "fuzz",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, *size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"y{i}" for i in range(2 + len(size))])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+        [helper.make_tensor_value_info("x", element, [batch, channels, *size])],
+        [helper.make_tensor_value_info("y", element, [f"y{i}" for i in range(2 + len(size))])],
+        initializer=[numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if bias else []),
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
@@ -97,8 +105,8 @@ def check_model_bytes(data: bytes) -> Outcome:
         return _refusal(error)
     except Exception as error:
         return Outcome("finding", f"evaluate raised {type(error).__name__}: {error}")
-    # where float32 overflows and float64 does not, or a weight is not finite, only crashes and refusals count
-    compare = not _beyond_float32(graph, reference)
+    # where a type overflows and float64 does not, or a weight is not finite, only crashes and refusals count
+    compare = not _beyond_its_type(graph, reference)
     for strategy, backend in itertools.product(STRATEGIES_TO_RUN, BACKENDS_TO_RUN):
         where = f"{strategy} on {backend}"
         options = {"backend": backend} if strategy == "auto" else {}  # auto picks per backend
@@ -114,7 +122,8 @@ def check_model_bytes(data: bytes) -> Outcome:
         for name, ref in reference.items() if compare else ():
             got = np.asarray(outputs[name], np.float64)
             scale = max(float(np.nanmax(np.abs(ref), initial=0.0)), 1.0)
-            if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
+            tol = max(TOLERANCE.get(graph.value(name).dtype or "float32", 1e-4), 1e-4)  # float32 kernels at most
+            if got.shape != ref.shape or not np.allclose(got, ref, rtol=tol, atol=tol * scale, equal_nan=True):
                 return Outcome("finding", f"{where}: output '{name}' differs from the reference")
     return Outcome("ok")
 
@@ -122,16 +131,23 @@ def check_model_bytes(data: bytes) -> Outcome:
 SAFE_FLOAT32 = float(np.finfo(np.float32).max) ** 0.5  # products of two such numbers still fit
 
 
-def _beyond_float32(graph, reference: dict[str, np.ndarray]) -> bool:
+def _beyond_its_type(graph, reference: dict[str, np.ndarray]) -> bool:
     """Where the arithmetic itself, not a lowering, makes the results differ: a mutated weight near
-    float32's limit (the float32 lowerings overflow where the float64 reference does not), or a weight
-    that is NaN or infinite (IEEE makes it times an inserted zero or a padded tap NaN, where the
-    reference never forms that product, so the lowerings spread NaN to more outputs)."""
-    values = [np.asarray(v.const, np.float64) for v in graph.initializers.values() if v.const.dtype.kind == "f"]
-    if any(not np.isfinite(v).all() for v in values):
+    float32's limit (the float32 lowerings overflow where the float64 reference does not), a result
+    near the limit of its own type (float16 overflows at 65504), or a weight that is NaN or infinite
+    (IEEE makes it times an inserted zero or a padded tap NaN, where the reference never forms that
+    product, so the lowerings spread NaN to more outputs)."""
+    weights = [np.asarray(v.const, np.float64) for v in graph.initializers.values() if v.const.dtype.kind == "f"]
+    if any(not np.isfinite(w).all() for w in weights):
         return True
-    values += [np.asarray(r, np.float64) for r in reference.values()]
-    return any(np.nanmax(np.abs(v), initial=0.0) > SAFE_FLOAT32 for v in values if v.size)
+    if any(w.size and np.abs(w).max() > SAFE_FLOAT32 for w in weights):
+        return True
+    for name, ref in reference.items():
+        dtype = graph.value(name).dtype or "float32"
+        limit = float(np.finfo(dtype).max) / 2 if dtype == "float16" else SAFE_FLOAT32
+        if ref.size and np.nanmax(np.abs(ref), initial=0.0) > limit:
+            return True
+    return False
 
 
 def _refusal(error: LoweringError) -> Outcome:
@@ -168,7 +184,7 @@ def attribute_variants(rng: random.Random) -> Iterator[onnx.ModelProto]:
         return tuple(rng.randint(low, hi) for _ in range(count))
 
     while True:
-        rank = rng.choice((1, 2))
+        rank = rng.choice((1, 2, 2, 3))
         yield seed_model(
             strides=pick(-1, 4, 1, rank),
             pads=pick(-2, 4, 0, 2 * rank),
@@ -180,4 +196,7 @@ def attribute_variants(rng: random.Random) -> Iterator[onnx.ModelProto]:
             out_per_group=rng.choice((1, 2)),
             size=pick(0, 5, 1, rank),
             opset=rng.choice((11, 13, 17, 18, 21)),
+            dtype=rng.choice(("float32", "float32", "float32", "float16", "float64")),
+            batch=rng.choice((1, 1, 1, 2, 0)),
+            bias=rng.random() < 0.8,
         )
