@@ -286,6 +286,12 @@ class Graph:
     # ----------------------------------------------------------------- editing
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
         """Make `value` (or None: omitted) input `index` of `node`, keeping the uses lists right."""
+        if node._graph is not self:
+            raise VerificationError(f"{node.label}: set_input on a node that is not in graph '{self.name}'")
+        if not 0 <= index < len(node.inputs):
+            raise VerificationError(f"{node.label}: input index {index} is out of range (it has {len(node.inputs)})")
+        if value is not None and value._graph is not self:
+            raise VerificationError(f"{node.label}: value '{value.name}' does not belong to graph '{self.name}'")
         old = node.inputs[index]
         if old is not None:
             old.uses.remove((node, index))
@@ -312,6 +318,8 @@ class Graph:
 
     def remove_node(self, node: Node) -> None:
         """Remove a node whose outputs are no longer used."""
+        if node._graph is not self:
+            raise VerificationError(f"{node.label}: cannot remove a node that is not in graph '{self.name}'")
         for value in node.outputs:
             if value.uses or any(v is value for v in self.outputs):
                 raise VerificationError(f"{node.label}: cannot remove node, output '{value.name}' is still used")

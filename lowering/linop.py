@@ -63,14 +63,17 @@ class _LinearConv:
 
     @property
     def in_shape(self) -> tuple[int, ...]:
+        """The shape of one input sample, (C, spatial...): `apply` also takes a batch of them."""
         return (self.geometry.in_channels, *self.geometry.in_spatial)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
+        """The shape of one output sample, (M, spatial...)."""
         return (self.geometry.out_channels, *self.geometry.out_spatial)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the matrix on flattened samples, as scipy's LinearOperator counts them."""
         return math.prod(self.out_shape), math.prod(self.in_shape)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
@@ -89,6 +92,7 @@ class _LinearConv:
 
     @property
     def T(self) -> _LinearConv:
+        """The transposed operator (a Conv for a ConvTranspose and back), same weights, no matrix built."""
         raise NotImplementedError
 
     def as_linear_operator(self):
@@ -118,6 +122,8 @@ class ConvTransposeOperator(_LinearConv):
         return ConvOperator(self.geometry.adjoint(), self.weight)
 
     def nnz_bound(self) -> int:
+        """Nonzeros the explicit matrix can have at most: one per (input position, tap, output channel)
+        pair, before taps that fall into the padding are dropped."""
         g = self.geometry
         return g.in_channels * g.out_channels_per_group * math.prod(g.kernel) * math.prod(g.in_spatial)
 
@@ -148,6 +154,7 @@ class ConvOperator(_LinearConv):
 
     @property
     def T(self) -> ConvTransposeOperator:
+        """The ConvTranspose with the same weights, strides, dilations and begin pads."""
         return ConvTransposeOperator(self.geometry.adjoint(), self.weight)
 
     def to_matrix(self, sparse: bool = True, dtype: np.dtype | type = np.float64) -> sp.csr_matrix | np.ndarray:

@@ -36,12 +36,13 @@ one block-diagonal matrix): `matvec` evaluates the graph, `rmatvec` its adjoint,
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
-from .errors import UnsupportedError
+from .errors import InputError, UnsupportedError
 from .ir import Graph, Node, Shape, Value
 
 COTANGENT_SUFFIX = "_cotangent"
@@ -477,6 +478,9 @@ def as_operator(graph: Graph, dims: Mapping[str, int] | None = None):
             "as_operator needs exactly one of each"
         )
     dims = dict(dims or {})
+    for name, size in dims.items():
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+            raise InputError(f"as_operator: dims['{name}'] must be an integer >= 0, got {size!r}")
     transposed = adjoint(graph)
     x, y = graph.inputs[0], graph.outputs[0]
     in_shape = _static(x.shape, dims, f"input '{x.name}'")

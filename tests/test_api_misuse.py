@@ -195,3 +195,23 @@ def test_every_backend_computes_in_the_graph_type_whatever_float_type_comes_in(b
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 5, 5))}  # float64 into a float32 graph
     out = lowering.compile(graph, backend)(feeds)
     assert out[graph.outputs[0].name].dtype == np.float32
+
+
+def test_graph_edits_check_what_they_are_given():
+    graph = small_graph()
+    node = graph.nodes[0]
+    other = small_graph()
+    with pytest.raises(VerificationError, match="input index 5 is out of range"):
+        graph.set_input(node, 5, None)
+    with pytest.raises(VerificationError, match="does not belong to graph 'g'"):
+        graph.set_input(node, 0, other.inputs[0])
+    with pytest.raises(VerificationError, match="cannot remove a node that is not in graph 'g'"):
+        graph.remove_node(other.nodes[0])
+    graph.verify()
+
+
+def test_as_operator_dims_must_be_sizes():
+    graph = parse_layer("N=1 C=2 M=2 in=4x4 k=3 s=2")
+    for dims in ({"N": -1}, {"N": "x"}):
+        with pytest.raises(InputError, match=r"as_operator: dims\['N'\] must be an integer >= 0"):
+            lowering.as_operator(graph, dims=dims)

@@ -380,7 +380,9 @@ def test_verify_refuses_a_value_from_another_graph() -> None:
     g, _, _ = _two_node_graph()
     other = Graph("other")
     stranger = other.add_input("s", (1, 2, 9, 9), "float64")
-    g.set_input(g.nodes[1], 0, stranger)
+    with pytest.raises(VerificationError, match="value 's' does not belong to graph 'g'"):
+        g.set_input(g.nodes[1], 0, stranger)  # the builder refuses it; a pass editing inputs directly would not
+    g.nodes[1].inputs[0] = stranger
     with pytest.raises(VerificationError) as info:
         g.verify()
     assert re.search(r"Relu 'act' uses 's' which is defined nowhere in this graph", _one_line(info))
