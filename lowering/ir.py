@@ -134,6 +134,8 @@ class Graph:
     """An ordered list of nodes with named inputs, outputs and constant initializers."""
 
     def __init__(self, name: str = "main") -> None:
+        if not isinstance(name, str):
+            raise VerificationError(f"a graph's name must be a str, got {type(name).__name__} {name!r}")
         self.name = name
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
@@ -145,6 +147,8 @@ class Graph:
 
     # ----------------------------------------------------------------- names and values
     def _claim(self, value: Value) -> Value:
+        if not isinstance(value.name, str) or not value.name:
+            raise VerificationError(f"graph '{self.name}': a value name must be a non-empty str, got {value.name!r}")
         if value.name in self._values:
             raise VerificationError(f"graph '{self.name}': value name '{value.name}' is defined twice")
         self._values[value.name] = value

@@ -215,3 +215,13 @@ def test_as_operator_dims_must_be_sizes():
     for dims in ({"N": -1}, {"N": "x"}):
         with pytest.raises(InputError, match=r"as_operator: dims\['N'\] must be an integer >= 0"):
             lowering.as_operator(graph, dims=dims)
+
+
+def test_names_must_be_text():
+    with pytest.raises(VerificationError, match="a graph's name must be a str, got NoneType"):
+        Graph(None)
+    graph = Graph("g")
+    for name in (5, ""):
+        with pytest.raises(VerificationError, match="a value name must be a non-empty str"):
+            graph.add_input(name, (1, 2))
+    graph.verify()
