@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lowering.backends.onnx import MIN_OPSET_FOR, target_opset
 from lowering.errors import LoweringError
 from lowering.geometry import ConvTransposeGeometry, node_geometry
 from lowering.ir import Graph, Node
@@ -65,23 +66,21 @@ class Decision:
         return "\n".join(lines)
 
 
-def _onnx_opset(graph: Graph) -> int:
-    """The opset the ONNX writer targets for this graph by default (its source model's, at least 11)."""
-    from lowering.backends.onnx import DEFAULT_OPSET, MIN_EXPORT_OPSET
-
-    return max(graph.meta.get("opset", DEFAULT_OPSET), MIN_EXPORT_OPSET)
-
-
 def _onnx_matrix_gap(strategy: LoweringStrategy, node: Node, g: ConvTransposeGeometry, opset: int) -> str | None:
     if not isinstance(strategy, MatrixLowering) or not strategy.is_sparse(node, g):
         return None  # the dense form is a MatMul, which every opset and type has
     if node.inputs[0].dtype == "float16":
         return "onnxruntime has no float16 ScatterND kernel"
-    return f"its ScatterND needs opset >= 16, the target is {opset}" if opset < 16 else None
+    return _opset_gap("ScatterND", opset)
 
 
 def _onnx_col2im_gap(strategy: LoweringStrategy, node: Node, g: ConvTransposeGeometry, opset: int) -> str | None:
-    return f"its Col2Im needs opset >= 18, the target is {opset}" if opset < 18 else None
+    return _opset_gap("Col2Im", opset)
+
+
+def _opset_gap(op: str, opset: int) -> str | None:
+    needed = MIN_OPSET_FOR[op]
+    return f"its {op} needs opset >= {needed}, the target is {opset}" if opset < needed else None
 
 
 # (strategy, backend) -> why the graph the strategy writes for a node cannot run there (else None): an
@@ -128,7 +127,7 @@ class AutoLowering(LoweringStrategy):
                 declined[name] = str(why).split(": ", 1)[-1]
                 continue
             gap = RUNTIME_GAPS.get((name, self.backend))
-            why = gap(strategy, node, geometry, self.opset or _onnx_opset(graph)) if gap is not None else None
+            why = gap(strategy, node, geometry, self.opset or target_opset(graph)) if gap is not None else None
             if why is not None:
                 declined[name] = why
                 continue

@@ -181,7 +181,8 @@ class _Writer:
         )
 
 
-def _choose_opset(graph: Graph, opset: int | None) -> int:
+def target_opset(graph: Graph, opset: int | None = None) -> int:
+    """The opset `to_onnx` writes `graph` at: `opset`, else the source model's (at least 11), else 18."""
     target = opset if opset is not None else max(graph.meta.get("opset", DEFAULT_OPSET), MIN_EXPORT_OPSET)
     if target < MIN_EXPORT_OPSET:
         raise UnsupportedError(f"ONNX opset {target} is below {MIN_EXPORT_OPSET}, the lowest this exporter writes")
@@ -207,10 +208,16 @@ def _write_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> 
 def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     """Write `graph` as an ONNX model at `opset` (default: the source model's opset, else 18)."""
     from ..verify import check_runnable
-    from .onnx_legalize import legalize_for_onnx
 
     check_runnable(graph)
-    target = _choose_opset(graph, opset)
+    return write_model(graph, opset)
+
+
+def write_model(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
+    """`to_onnx` for a graph already checked (`lowering.compile` checks before any backend runs)."""
+    from .onnx_legalize import legalize_for_onnx
+
+    target = target_opset(graph, opset)
     graph = legalize_for_onnx(graph, target)
     writer = _Writer(graph, target)
     meta = graph.meta

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import LoweringError, UnsupportedError, first_line
 from ..ir import Graph
-from .onnx import to_onnx
+from .onnx import write_model
 from .registry import CompiledGraph, register_backend
 
 
@@ -43,7 +43,7 @@ def compile_onnx(
 ) -> CompiledGraph:
     import onnxruntime as ort
 
-    model = to_onnx(graph, opset=opset)
+    model = write_model(graph, opset)  # compile() has checked the graph
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
